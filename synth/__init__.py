@@ -1,0 +1,1 @@
+"""synth: synthetic change pairs for one-prompt anomaly segmentation."""

@@ -1,0 +1,400 @@
+"""``synth build``: a manifest becomes a sharded Zarr v3 store through Dask shard tasks.
+
+The plan is one task per shard: a task makes the shard's triples and writes every array's
+slice of that shard whole, then its completion record. No two tasks touch the same shard
+object, tasks are deterministic and idempotent, so Dask re-running a task after a worker dies,
+or a second ``synth build`` resuming an interrupted one, rewrites identical bytes.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from synth import store as zstore
+from synth.cluster import ClusterRecipe, open_client
+from synth.errors import SynthError
+from synth.manifest import Manifest, parse_manifest
+
+_CATALOGS: dict[str, Any] = {}
+
+
+def _catalog(manifest: Manifest) -> Any:
+    """The worker's opened sources for ``manifest``, opened once per process and reused."""
+    from synth.sample import Catalog
+
+    key = manifest.fingerprint()
+    if key not in _CATALOGS:
+        _CATALOGS.clear()
+        _CATALOGS[key] = Catalog.open(manifest)
+    return _CATALOGS[key]
+
+
+def kinds_of(manifest: Manifest) -> list[str]:
+    """Edit kinds in a stable order; ``meta/kind`` stores positions in this list."""
+    from synth.edits import EDITS
+
+    return sorted(EDITS)
+
+
+def make_shard(
+    manifest: Manifest, shard: int, *, strict: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Make every triple of ``shard``: the arrays to write and the shard's record."""
+    from synth.sample import realize
+
+    catalog = _catalog(manifest)
+    layout = layout_for(manifest)
+    start, stop = layout.shard_range(shard)
+    n, (H, W) = stop - start, manifest.size
+    kinds = kinds_of(manifest)
+    arrays: dict[str, np.ndarray] = {
+        "prompt": np.empty((n, H, W, 3), np.uint8),
+        "query": np.empty((n, H, W, 3), np.uint8),
+        "mask": np.empty((n, H, W), np.uint8),
+    }
+    for name, (dtype, tail, fill) in zstore.META_FIELDS.items():
+        arrays[name] = np.full((n, *tail), fill, dtype=dtype)
+    skipped, retries, counts = [], 0, Counter()
+    for j, index in enumerate(range(start, stop)):
+        spec, triple, sk, rt = realize(manifest, catalog, index, strict=strict)
+        skipped.extend(s.to_dict() for s in sk)
+        retries += rt
+        counts[spec.kind] += 1
+        arrays["prompt"][j] = triple.prompt
+        arrays["query"][j] = triple.query
+        arrays["mask"][j] = triple.mask
+        arrays["kind"][j] = kinds.index(spec.kind)
+        arrays["seed"][j] = spec.seed
+        arrays["attempt"][j] = spec.attempt
+        for role in ("base", "donor", "texture"):
+            ref = getattr(spec, role)
+            if ref is not None:
+                arrays[f"{role}_source"][j] = ref.source
+                arrays[f"{role}_index"][j] = ref.index
+        area = int(triple.mask.sum())
+        arrays["mask_area"][j] = area
+        if area:
+            ys, xs = np.nonzero(triple.mask)
+            arrays["bbox"][j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    record = {
+        "shard": shard,
+        "start": start,
+        "stop": stop,
+        "kinds": dict(sorted(counts.items())),
+        "skipped": skipped,
+        "retries": retries,
+    }
+    return arrays, record
+
+
+def build_shard_task(
+    manifest_dict: Mapping[str, Any],
+    url: str,
+    shard: int,
+    storage_options: Mapping[str, Any] | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Dask task: make and write one shard. Returns its record plus timing and peak RSS."""
+    t0 = time.perf_counter()
+    manifest = parse_manifest(manifest_dict, base_dir=None)
+    arrays, record = make_shard(manifest, shard, strict=strict)
+    zstore.write_shard(url, shard, arrays, record, storage_options=storage_options)
+    return {
+        **record,
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def layout_for(manifest: Manifest) -> zstore.Layout:
+    H, W = manifest.size
+    return zstore.Layout(manifest.n, H, W, manifest.shard_size, manifest.zstd_level)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the bytes of a store."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("synth", "numpy", "opencv-python-headless", "scikit-image", "zarr", "dask", "pycocotools"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class BuildSummary:
+    """What a build did; printed at the end and written to the store's run log."""
+
+    url: str
+    n: int
+    n_shards: int
+    shards_built: int
+    shards_reused: int
+    kinds: dict[str, int]
+    skipped: list[dict[str, Any]]
+    retries: int
+    seconds: float
+    peak_rss_mb: float
+    store_bytes: int
+    dashboard: str | None = None
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def skipped_inputs(self) -> list[tuple[str, int, str]]:
+        """Unique skipped inputs with how often each was hit and the first reason."""
+        seen: dict[str, list[Any]] = {}
+        for s in self.skipped:
+            e = seen.setdefault(s["input"], [0, s["reason"]])
+            e[0] += 1
+        return sorted(((k, v[0], v[1]) for k, v in seen.items()), key=lambda t: t[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "n": self.n,
+            "n_shards": self.n_shards,
+            "shards_built": self.shards_built,
+            "shards_reused": self.shards_reused,
+            "kinds": self.kinds,
+            "skipped_inputs": [
+                {"input": k, "count": c, "reason": r} for k, c, r in self.skipped_inputs()
+            ],
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "triples_per_s": round(self.extra.get("triples_built", 0) / max(self.seconds, 1e-9), 2),
+            "peak_rss_mb_per_worker": round(self.peak_rss_mb, 1),
+            "store_bytes": self.store_bytes,
+            "workers": self.workers,
+        }
+
+    def render(self) -> str:
+        d = self.to_dict()
+        lines = [
+            f"store        {self.url}",
+            f"triples      {self.n} in {self.n_shards} shards "
+            f"({self.shards_built} built now, {self.shards_reused} already present)",
+            "edit kinds   " + ", ".join(f"{k}={v}" for k, v in self.kinds.items()),
+            f"wall time    {self.seconds:.1f} s, {d['triples_per_s']} triples/s "
+            f"on {self.workers} worker(s)",
+            f"peak RSS     {self.peak_rss_mb:.0f} MB per worker (max)",
+            f"store size   {self.store_bytes / 1e6:.1f} MB",
+            f"retries      {self.retries} (inputs that did not fit the drawn edit)",
+            f"skipped      {len(self.skipped)} input uses, {len(self.skipped_inputs())} distinct",
+        ]
+        lines += [f"  - {k} (x{c}): {r}" for k, c, r in self.skipped_inputs()[:20]]
+        if len(self.skipped_inputs()) > 20:
+            lines.append("  ... (all listed in the store: synth info STORE)")
+        return "\n".join(lines)
+
+
+def prepare_store(
+    manifest: Manifest,
+    url: str,
+    *,
+    overwrite: bool,
+    storage_options: Mapping[str, Any] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Create the store, or check it was made from this manifest and return its done shards."""
+    fs, root = zstore._fs(url, storage_options)
+    exists = fs.exists(f"{root.rstrip('/')}/zarr.json")
+    if exists and not overwrite:
+        attrs = zstore.read_attrs(url, storage_options=storage_options)
+        if attrs.get("manifest_hash") != manifest.fingerprint():
+            raise SynthError(
+                f"{url}: holds a store built from a different manifest "
+                f"({attrs.get('manifest_hash')} != {manifest.fingerprint()}); "
+                "pass --overwrite to replace it or choose another output"
+            )
+        zstore.remove_partials(url, storage_options=storage_options)
+        return zstore.shard_records(url, storage_options=storage_options)
+    if fs.exists(root) and not exists and not overwrite and fs.ls(root):
+        raise SynthError(f"{url}: exists and is not a synth store; pass --overwrite or pick another path")
+    attrs = {
+        "manifest_hash": manifest.fingerprint(),
+        "manifest": dict(manifest.raw) if manifest.raw is not None else manifest.to_dict(),
+        "config": manifest.to_dict(),
+        "kinds": kinds_of(manifest),
+        "versions": versions(),
+        "fingerprints": dict(fingerprints or {}),
+        "swap_valid": True,
+    }
+    zstore.create_store(url, layout_for(manifest), attrs, storage_options=storage_options)
+    return {}
+
+
+def build(
+    manifest: Manifest,
+    url: str,
+    *,
+    workers: int = 2,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    memory_limit: str | None = "auto",
+    security: Any = None,
+    progress: bool = True,
+    shards: Sequence[int] | None = None,
+    echo: Any = None,
+    recipe: ClusterRecipe | None = None,
+) -> BuildSummary:
+    """Build (or resume) the store at ``url`` from ``manifest``.
+
+    Args:
+        workers, threads_per_worker, scheduler, memory_limit, security: a local cluster or an
+            existing scheduler; ignored when ``recipe`` is given.
+        recipe: where the shard tasks run (``synth.cluster``); wins over the arguments above.
+        shards: build only these shards (for tests and manual repair); default all missing.
+        echo: a callable for status lines (default: print to stderr).
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from synth.sample import Catalog
+
+    say = echo or (lambda m: print(m, file=sys.stderr))
+    t0 = time.perf_counter()
+    catalog = Catalog.open(manifest)  # validates sources, builds/caches indices once
+    done = prepare_store(
+        manifest,
+        url,
+        overwrite=overwrite,
+        storage_options=storage_options,
+        fingerprints=catalog.fingerprints(manifest),
+    )
+    layout = layout_for(manifest)
+    todo = [s for s in (shards if shards is not None else range(layout.n_shards)) if s not in done]
+    if done:
+        say(f"resuming: {len(done)} of {layout.n_shards} shards already complete")
+    records = dict(done)
+    recipe = recipe or ClusterRecipe.from_build_args(
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        scheduler=scheduler,
+        memory_limit=memory_limit,
+        security=security,
+    )
+    peak, dashboard, n_workers = 0.0, None, recipe.workers
+    if todo:
+        with open_client(recipe) as client:
+            dashboard = _dashboard(client)
+            if dashboard:
+                say(f"dask dashboard: {dashboard}")
+            n_workers = len(client.scheduler_info().get("workers", {})) or workers
+            payload = manifest.to_dict()
+            futures = client.map(
+                build_shard_task,
+                [payload] * len(todo),
+                [url] * len(todo),
+                todo,
+                [dict(storage_options or {})] * len(todo),
+                [strict] * len(todo),
+                key=[f"synth-shard-{manifest.fingerprint()}-{s}" for s in todo],
+                pure=False,
+                retries=0,
+            )
+            bar = tqdm(
+                total=_n_triples(layout, todo),
+                unit="triple",
+                desc="build",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            try:
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    peak = max(peak, rec.pop("peak_rss_mb"))
+                    rec.pop("seconds")
+                    records[rec["shard"]] = rec
+                    bar.update(rec["stop"] - rec["start"])
+            except BaseException:
+                client.cancel(futures)
+                raise
+            finally:
+                bar.close()
+    seconds = time.perf_counter() - t0
+    summary = _summarise(manifest, url, records, todo, seconds, peak, storage_options)
+    summary.dashboard, summary.workers = dashboard, n_workers
+    if len(records) == layout.n_shards:
+        zstore.update_attrs(
+            url,
+            {"complete": True, "counts": summary.kinds, "skipped_inputs": summary.to_dict()["skipped_inputs"]},
+            storage_options=storage_options,
+        )
+    run_key = f"{zstore.RUNS_DIR}/{time.strftime('%Y%m%dT%H%M%S')}-{int(t0 * 1000) % 1000:03d}.json"
+    zstore.write_json(url, run_key, summary.to_dict(), storage_options=storage_options)
+    summary.store_bytes = _du(url, storage_options)
+    return summary
+
+
+def _n_triples(layout: zstore.Layout, shards: Sequence[int]) -> int:
+    return sum(layout.shard_range(s)[1] - layout.shard_range(s)[0] for s in shards)
+
+
+def _dashboard(client: Any) -> str | None:
+    try:
+        link = client.dashboard_link
+    except Exception:
+        return None
+    return link if link and "None" not in link else None
+
+
+def _summarise(
+    manifest: Manifest,
+    url: str,
+    records: Mapping[int, Mapping[str, Any]],
+    built: Sequence[int],
+    seconds: float,
+    peak: float,
+    storage_options: Mapping[str, Any] | None,
+) -> BuildSummary:
+    kinds: Counter[str] = Counter()
+    skipped: list[dict[str, Any]] = []
+    retries = 0
+    for s in sorted(records):
+        r = records[s]
+        kinds.update(r["kinds"])
+        skipped.extend(r["skipped"])
+        retries += r["retries"]
+    layout = layout_for(manifest)
+    return BuildSummary(
+        url=url,
+        n=manifest.n,
+        n_shards=layout.n_shards,
+        shards_built=len(built),
+        shards_reused=len(records) - len(built),
+        kinds=dict(sorted(kinds.items())),
+        skipped=skipped,
+        retries=retries,
+        seconds=seconds,
+        peak_rss_mb=peak,
+        store_bytes=0,
+        extra={"triples_built": _n_triples(layout, built)},
+    )
+
+
+def _du(url: str, storage_options: Mapping[str, Any] | None) -> int:
+    fs, root = zstore._fs(url, storage_options)
+    try:
+        return int(fs.du(root))
+    except (FileNotFoundError, NotImplementedError):
+        return 0

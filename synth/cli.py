@@ -1,0 +1,479 @@
+"""The ``synth`` command line: parses options and calls library functions, nothing more.
+
+Heavy imports (dask, zarr, torch) happen inside each command so ``synth --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from synth.errors import SynthError
+
+
+class _Group(click.Group):
+    """Turns ``SynthError`` into a one-line message and exit status 2."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except SynthError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="synth")
+def main() -> None:
+    """synth: build, inspect and train on synthetic change pairs (MetaUAS)."""
+
+
+# --- build / preview / info / verify (synth.build, synth.preview, synth.info) ---
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--storage-option key=value`` pairs for fsspec (credentials come from the environment)."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{p!r}: use key=value", param_hint="--storage-option")
+        if key == "endpoint_url":
+            out.setdefault("client_kwargs", {})["endpoint_url"] = value
+        else:
+            out[key] = value
+    return out
+
+
+_storage_option = click.option(
+    "--storage-option",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for remote stores (e.g. endpoint_url=http://127.0.0.1:9000).",
+)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, help="Store path or fsspec URL (s3://bucket/x.zarr).")
+@click.option(
+    "--cluster",
+    type=click.Choice(["local", "scheduler", "slurm", "k8s"]),
+    default=None,
+    help="Where the workers run [default: local; scheduler with --scheduler]. See pipelines/.",
+)
+@click.option(
+    "--cluster-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML cluster recipe (pipelines/slurm.yaml); options given here override it.",
+)
+@click.option(
+    "--workers", type=int, default=None, help="Total Dask worker processes [default: 2]."
+)
+@click.option("--threads-per-worker", type=int, default=None, help="[default: 1]")
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Existing Dask scheduler (tcp://HOST:8786); implies --cluster scheduler.",
+)
+@click.option(
+    "--memory-limit", default=None, help="Per worker process: 4GB, auto, none [default: auto]."
+)
+@click.option(
+    "--host",
+    default=None,
+    help="Bind address of the local cluster or SLURM scheduler [default: 127.0.0.1 locally].",
+)
+@click.option(
+    "--dashboard-address",
+    default=None,
+    help="Dashboard HOST:PORT, or none [default: 127.0.0.1 on a free port].",
+)
+@click.option("--tls-ca-file", type=click.Path(dir_okay=False), help="CA certificate (PEM).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Certificate (PEM) for tls://.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Private key of --tls-cert.")
+@click.option(
+    "--cluster-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any recipe option, e.g. walltime=02:00:00 or image=REPO:TAG (pipelines/README.md).",
+)
+@click.option(
+    "--show-cluster", is_flag=True, help="Print the recipe (SLURM job script, K8s spec) and exit."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store built from another manifest.")
+@click.option("--strict", is_flag=True, help="Stop at the first unusable input instead of skipping it.")
+@click.option("-n", "n", type=int, default=None, help="Override the manifest's number of triples.")
+@click.option("--seed", type=int, default=None, help="Override the manifest's seed.")
+@click.option("--no-progress", is_flag=True)
+@_storage_option
+def build(
+    manifest: str,
+    output: str,
+    cluster: str | None,
+    cluster_config: str | None,
+    workers: int | None,
+    threads_per_worker: int | None,
+    scheduler: str | None,
+    memory_limit: str | None,
+    host: str | None,
+    dashboard_address: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    cluster_option: tuple[str, ...],
+    show_cluster: bool,
+    overwrite: bool,
+    strict: bool,
+    n: int | None,
+    seed: int | None,
+    no_progress: bool,
+    storage_option: tuple[str, ...],
+) -> None:
+    """Build (or resume) a sharded Zarr v3 store of triples from MANIFEST."""
+    from synth.build import build as run_build
+    from synth.cluster import check_output, load_recipe, parse_cluster_options, render_recipe
+    from synth.manifest import load_manifest
+
+    overrides = {
+        **parse_cluster_options(cluster_option),
+        "workers": workers,
+        "threads_per_worker": threads_per_worker,
+        "scheduler_address": scheduler,
+        "memory_limit": memory_limit,
+        "host": host,
+        "dashboard_address": dashboard_address,
+        "tls_ca_file": tls_ca_file,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+    }
+    recipe = load_recipe(cluster, cluster_config, overrides)
+    if show_cluster:
+        click.echo(render_recipe(recipe))
+        return
+    check_output(recipe, output)
+    click.echo(f"cluster: {recipe.describe()}", err=True)
+    m = load_manifest(manifest)
+    if n is not None or seed is not None:
+        m = m.with_overrides(n=n, seed=seed)
+    summary = run_build(
+        m,
+        output,
+        recipe=recipe,
+        overwrite=overwrite,
+        strict=strict,
+        storage_options=_storage_options(storage_option),
+        progress=not no_progress,
+        echo=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(summary.render())
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option("--source", default=None, help="'samples' (built-in photos) or a folder of your own images.")
+@click.option("-n", "n", default=16, show_default=True)
+@click.option("-o", "--output", default="preview.png", show_default=True, help="PNG grid to write.")
+@click.option("--html", "html_dir", default=None, help="Also write a static gallery to this folder.")
+@click.option("--seed", type=int, default=None, help="Random indices (store) / manifest seed (on the fly).")
+@click.option("--kinds", default=None, help="On the fly: only these edit kinds (comma list).")
+@click.option("--size", default=None, help="On the fly: output size, 256 or HxW.")
+@click.option("--cols", default=2, show_default=True)
+@_storage_option
+def preview(
+    target: str | None,
+    source: str | None,
+    n: int,
+    output: str,
+    html_dir: str | None,
+    seed: int | None,
+    kinds: str | None,
+    size: str | None,
+    cols: int,
+    storage_option: tuple[str, ...],
+) -> None:
+    """Render triples as a PNG grid: from a STORE, a MANIFEST (.yaml), or --source on the fly."""
+    from synth import preview as pv
+
+    opts = _storage_options(storage_option)
+    if target and not target.endswith((".yaml", ".yml")):
+        from synth.store import read_attrs
+
+        n_total = read_attrs(target, storage_options=opts)["layout"]["n"]
+        items = pv.items_from_store(target, pv.pick_indices(n_total, n, seed), opts)
+        title = f"synth preview: {target}"
+    else:
+        m = _preview_manifest(target, source, n, seed, kinds, size)
+        items = pv.items_on_the_fly(m, range(n))
+        title = f"synth preview: {target or source or 'samples'} (on the fly)"
+    pv.save_png(output, pv.render_grid(items, cols=cols))
+    click.echo(f"preview: {len(items)} triples -> {output}")
+    if html_dir:
+        click.echo(f"gallery: {pv.write_gallery(items, html_dir, title)}")
+
+
+def _preview_manifest(
+    target: str | None, source: str | None, n: int, seed: int | None, kinds: str | None, size: str | None
+) -> Any:
+    from synth.errors import ConfigError
+    from synth.manifest import default_manifest, load_manifest, parse_manifest
+
+    if target:
+        m = load_manifest(target)
+    else:
+        m = default_manifest()
+        if source and source != "samples":
+            d = m.to_dict()
+            d["sources"]["images"] = [{"name": "folder", "kind": "proposals", "root": source}]
+            m = parse_manifest(d, base_dir=".")
+    d = m.to_dict()
+    d["n"] = max(n, 1)
+    if seed is not None:
+        d["seed"] = seed
+    if size is not None:
+        d["size"] = size
+    if kinds:
+        chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+        if not chosen:
+            raise ConfigError("--kinds: empty list")
+        d["mix"] = {k: 1.0 / len(chosen) for k in chosen}
+        d["mix"][chosen[-1]] = 1.0 - sum(d["mix"][k] for k in chosen[:-1])
+    return parse_manifest(d, base_dir=None)
+
+
+@main.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_storage_option
+def info(store: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
+    """Counts by edit kind, mask-area histogram, sizes and provenance of STORE."""
+    import json
+
+    from synth.info import render_info, store_info
+
+    data = store_info(store, storage_options=_storage_options(storage_option))
+    click.echo(json.dumps(data, indent=1, default=str) if as_json else render_info(data))
+
+
+@main.command()
+@click.argument("store")
+@click.option("--spot-checks", default=4, show_default=True, help="Samples per shard to re-check.")
+@_storage_option
+def verify(store: str, spot_checks: int, storage_option: tuple[str, ...]) -> None:
+    """Read every shard of STORE, check counts and spot-check the mask invariant."""
+    from synth.info import verify_store
+
+    rep = verify_store(
+        store, spot_checks=spot_checks, storage_options=_storage_options(storage_option), progress=True
+    )
+    for p in rep.problems:
+        click.echo(f"problem: {p}", err=True)
+    click.echo(
+        f"verify: {rep.shards_checked} shards read, {rep.samples_checked} samples spot-checked, "
+        f"{len(rep.problems)} problem(s)"
+    )
+    if not rep.ok:
+        sys.exit(1)
+
+# --- train / predict (synth.train) ---
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+@main.command("train")
+@click.argument("store")
+@click.option("--out", "-o", required=True, help="Output folder: checkpoints, metrics, config.")
+@click.option("--val-store", default=None, help="Separate validation store.")
+@click.option("--val-fraction", default=0.0, show_default=True, help="Hold out this tail.")
+@click.option("--encoder", default="efficientnet_b4", show_default=True, help="timm name.")
+@click.option("--pretrained", is_flag=True, help="Let timm fetch the encoder's weights.")
+@click.option("--encoder-weights", default=None, help="Local encoder weights file.")
+@click.option("--size", default=256, show_default=True, help="Input resolution.")
+@click.option("--align", type=click.Choice(["soft", "hard", "none"]), default="soft")
+@click.option("--align-levels", default=3, show_default=True, help="Deepest levels aligned.")
+@click.option("--decoder-channels", default="256,128,64,64,48", show_default=True)
+@click.option("--batch-size", default=128, show_default=True, help="Per process.")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--max-steps", default=0, help="Stop after this many steps (0: all epochs).")
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine")
+@click.option("--warmup-steps", default=0, show_default=True)
+@click.option("--loss", type=click.Choice(["bce", "dice", "focal", "bce+dice"]), default="bce")
+@click.option("--grad-accum", default=1, show_default=True, help="Batches per optimizer step.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cuda or cpu.")
+@click.option("--workers", default=4, show_default=True, help="Loader processes per GPU.")
+@click.option("--shuffle-shards", default=4, show_default=True, help="Shuffle buffer, shards.")
+@click.option("--reader", type=click.Choice(["auto", "tensorstore", "zarr"]), default="auto")
+@_storage_option
+@click.option("--val-every", default=0, help="Validate every N steps (0: each epoch).")
+@click.option("--ckpt-every", default=0, help="Checkpoint every N steps (0: each epoch).")
+@click.option("--log-every", default=10, show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast (CUDA).")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tb.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly.")
+@click.option("--gpus", default=1, show_default=True, help="Processes (GPUs) via torchrun.")
+@click.option("--misalign-p", default=0.5, show_default=True, help="P(prompt is warped).")
+@click.option("--rotate", default=30.0, show_default=True, help="Max prompt rotation, deg.")
+@click.option("--translate", default=0.2, show_default=True, help="Max prompt shift.")
+@click.option("--scale", default="0.8,1.5", show_default=True, help="Prompt zoom range.")
+@click.option("--perspective", default=0.0, show_default=True, help="Corner jitter.")
+@click.option("--jitter", default=0.1, show_default=True, help="Colour jitter strength.")
+@click.option("--swap-p", default=0.5, show_default=True, help="P(prompt/query swap).")
+@click.option("--swap-kinds", default="", help="Kinds allowed to swap (default: all).")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Shared flips.")
+def train_cmd(store: str, **kw) -> None:
+    """Train MetaUAS on the synth STORE (defaults: the paper's setting)."""
+    from synth.train.config import AugConfig, TrainConfig
+    from synth.train.loop import launch
+
+    aug = AugConfig(
+        misalign_p=kw.pop("misalign_p"),
+        rotate=kw.pop("rotate"),
+        translate=kw.pop("translate"),
+        scale=_floats(kw.pop("scale")),
+        perspective=kw.pop("perspective"),
+        jitter=kw.pop("jitter"),
+        swap_p=kw.pop("swap_p"),
+        swap_kinds=tuple(k for k in kw.pop("swap_kinds").split(",") if k),
+        flip=kw.pop("flip"),
+    )
+    gpus = kw.pop("gpus")
+    config = TrainConfig(
+        store=store,
+        aug=aug,
+        compile=kw.pop("compile_"),
+        reader_backend=kw.pop("reader"),
+        storage_options=_storage_options(kw.pop("storage_option")),
+        decoder_channels=tuple(int(c) for c in _floats(kw.pop("decoder_channels"))),
+        **kw,
+    )
+    result = launch(config, gpus)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
+    click.echo(f"trained {result.step} steps -> {result.checkpoint}")
+    if summary:
+        click.echo(f"validation: {summary}")
+
+
+@main.command("predict")
+@click.option("--prompt", required=True, help="Normal image, or a folder of them.")
+@click.option("--query", required=True, help="Image to check, or a folder (paired by name).")
+@click.option("--checkpoint", "-c", required=True, help="A synth train checkpoint.")
+@click.option("--out", "-o", required=True, help="Heat map file, or folder for folders.")
+@click.option("--device", default="auto", show_default=True)
+def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str) -> None:
+    """Anomaly heat map and image score (max probability) of query vs prompt."""
+    from synth.train.predict import predict_files
+
+    for r in predict_files(checkpoint, prompt, query, out, device=device):
+        click.echo(f"{r.query}\t{r.score:.4f}\t{r.heatmap}")
+
+# --- eval (synth.evaluate) ---
+
+
+@main.command("eval")
+@click.option("--checkpoint", required=True, help="Trained model checkpoint.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["mvtec", "visa", "folder"]),
+    default="mvtec",
+    show_default=True,
+    help="Layout of --data (see docs/evaluation.md).",
+)
+@click.option("--categories", default=None, help="Comma list; default all.")
+@click.option(
+    "--size", default=None, help="Evaluation size, 256 or HxW; default the model's input size."
+)
+@click.option(
+    "--prompt-seed", default="0", show_default=True, help="Seeds of the random prompt, e.g. 1,3,5."
+)
+@click.option(
+    "--prompt-list",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON of prompts per category or per image; repeat for several runs.",
+)
+@click.option(
+    "--prompt-select",
+    type=click.Choice(["random", "nearest"]),
+    default="random",
+    show_default=True,
+    help="nearest: per query, the training image with the most similar embedding (MetaUAS*).",
+)
+@click.option(
+    "--convention",
+    type=click.Choice(["standard", "paper"]),
+    default="standard",
+    show_default=True,
+    help="paper: the MetaUAS evaluation code's normalisation and PRO.",
+)
+@click.option("--image-score", type=click.Choice(["max", "topk"]), default="max", show_default=True)
+@click.option("--topk-frac", type=float, default=0.01, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write CSV + JSON.")
+@click.option(
+    "--save-maps",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write overlays of the best and worst cases.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_cmd(
+    checkpoint: str,
+    data: str,
+    dataset: str,
+    categories: str | None,
+    size: str | None,
+    prompt_seed: str,
+    prompt_list: tuple[str, ...],
+    prompt_select: str,
+    convention: str,
+    image_score: str,
+    topk_frac: float,
+    batch_size: int,
+    device: str,
+    out: str | None,
+    save_maps: str | None,
+    progress: bool,
+) -> None:
+    """Evaluate a checkpoint with the one-prompt protocol; print the per-category table."""
+    from synth.evaluation import format_table, parse_seeds, parse_size, run_eval, write_results
+    from synth.evaluation import predictor as predictor_mod
+
+    seeds = parse_seeds(prompt_seed)
+    eval_size = parse_size(size)
+    cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    model = predictor_mod.load_predictor(checkpoint, device=device)
+    result = run_eval(
+        model,
+        dataset,
+        data,
+        categories=cats,
+        size=eval_size,
+        seeds=seeds,
+        prompt_lists=prompt_list,
+        prompt_select=prompt_select,
+        convention=convention,
+        image_score=image_score,
+        topk_frac=topk_frac,
+        batch_size=batch_size,
+        save_maps=save_maps,
+        progress=progress,
+        meta={"checkpoint": checkpoint},
+    )
+    click.echo(format_table(result))
+    if out:
+        for path in write_results(result, out):
+            click.echo(f"wrote {path}")

@@ -1,0 +1,46 @@
+"""What the evaluation needs from a model, and how ``synth eval`` obtains one.
+
+The protocol talks to any object with this shape, so the metrics and readers are tested with
+a tiny deterministic stand-in, and the trainer's model plugs in without the evaluation
+importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A one-prompt anomaly segmenter.
+
+    Attributes:
+        size: (H, W) the model expects; the protocol resizes images to it.
+    """
+
+    size: tuple[int, int]
+
+    def predict(self, prompts: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Anomaly maps of queries against their prompts.
+
+        Args:
+            prompts: uint8 (B, H, W, 3) RGB normal images.
+            queries: uint8 (B, H, W, 3) RGB, same B.
+
+        Returns:
+            float32 (B, H, W), higher = more anomalous.
+        """
+        ...
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Global features for nearest-prompt retrieval: uint8 (B, H, W, 3) -> float32 (B, D)."""
+        ...
+
+
+def load_predictor(checkpoint: str, device: str = "auto") -> Predictor:
+    """Load the trainer's model from a checkpoint (torch is imported only here)."""
+    from synth.train.predictor import ModelPredictor
+
+    return ModelPredictor.from_checkpoint(checkpoint, device=device)

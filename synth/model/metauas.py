@@ -1,0 +1,127 @@
+"""MetaUAS: one-prompt anomaly segmentation as change segmentation (Gao, NeurIPS 2024)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from synth.errors import ConfigError
+from synth.model.align import ALIGNMENTS, build_align
+from synth.model.decoder import UNetDecoder
+from synth.model.encoder import FrozenEncoder
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; stored as plain data in every checkpoint.
+
+    Attributes:
+        encoder: timm model name of the frozen backbone.
+        size: square input resolution the model is trained and run at.
+        align: ``soft`` (released model), ``hard`` or ``none`` (ablations).
+        align_levels: how many of the deepest feature levels are aligned and fused with the
+            prompt; shallower levels pass query features only, as skips.
+        decoder_channels: output channels of the decoder blocks, deepest first. When the
+            encoder has fewer levels than entries, the first ones are used.
+    """
+
+    encoder: str = "efficientnet_b4"
+    size: int = 256
+    align: str = "soft"
+    align_levels: int = 3
+    decoder_channels: tuple[int, ...] = field(default=(256, 128, 64, 64, 48))
+
+    def __post_init__(self) -> None:
+        if self.align not in ALIGNMENTS:
+            raise ConfigError(f"align {self.align!r}: use one of {', '.join(ALIGNMENTS)}")
+        if self.size < 32:
+            raise ConfigError(f"size {self.size}: use at least 32 pixels")
+        if self.align_levels < 1:
+            raise ConfigError(f"align_levels {self.align_levels}: use at least 1")
+        object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"model config: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class MetaUAS(nn.Module):
+    """Frozen encoder, alignment at the deepest levels, concatenation, UNet decoder, logit head.
+
+    Args:
+        config: the architecture.
+        pretrained: let timm download the encoder's pretrained weights.
+        encoder_weights: local weights file for the encoder (full timm model state dict).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        pretrained: bool = False,
+        encoder_weights: str | None = None,
+    ):
+        super().__init__()
+        self.encoder = FrozenEncoder(
+            config.encoder, pretrained=pretrained, weights_path=encoder_weights
+        )
+        chans = self.encoder.channels
+        n = len(chans)
+        if len(config.decoder_channels) < n:
+            raise ConfigError(
+                f"decoder_channels {list(config.decoder_channels)}: encoder {config.encoder} has "
+                f"{n} levels; give at least {n} values"
+            )
+        levels = min(config.align_levels, n)
+        self.config = dataclasses.replace(
+            config, decoder_channels=config.decoder_channels[:n], align_levels=levels
+        )
+        self.fused = list(range(n - levels, n))
+        self.align = nn.ModuleDict(
+            {str(i): build_align(config.align, chans[i]) for i in self.fused}
+        )
+        fused_chans = [c * 2 if i in self.fused else c for i, c in enumerate(chans)]
+        self.decoder = UNetDecoder(fused_chans, list(self.config.decoder_channels))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.channels[-1]
+
+    def forward(self, prompt: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Change logits (B, 1, H, W) of ``query`` against ``prompt``, both (B, 3, H, W) in [0, 1].
+
+        Both images go through the encoder as one batch (one kernel launch per layer).
+        """
+        B = query.shape[0]
+        feats = self.encoder(torch.cat([prompt, query], dim=0))
+        fused = []
+        for i, f in enumerate(feats):
+            p, q = f[:B], f[B:]
+            if str(i) in self.align:
+                q = torch.cat([q, self.align[str(i)](q, p)], dim=1)
+            fused.append(q)
+        return self.decoder(fused, tuple(query.shape[-2:]))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Global descriptor (B, D): the average-pooled deepest encoder feature."""
+        return self.encoder(images)[-1].float().mean(dim=(2, 3))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, learnable) parameter counts, as the paper reports them (22.1M / 4.6M)."""
+    total = sum(p.numel() for p in model.parameters())
+    learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, learnable

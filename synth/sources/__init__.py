@@ -1,0 +1,89 @@
+"""Image and texture sources, created by short name.
+
+``create_source("coco", ann_file=..., image_root=...)`` imports only the module it needs, so
+``synth preview`` does not pay for pycocotools or scikit-image unless the manifest uses them.
+Keyword arguments are checked against the class signature, so a typo in a manifest becomes a
+``ConfigError`` naming the field instead of a ``TypeError`` deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from synth.errors import ConfigError
+from synth.sources.base import ImageSource, Instance, SourceImage, TextureSource
+
+_SOURCES: dict[str, tuple[str, str]] = {
+    "coco": ("synth.sources.coco", "CocoSource"),
+    "folder": ("synth.sources.folder", "FolderSource"),
+    "samples": ("synth.sources.samples", "SampleSource"),
+    "proposals": ("synth.sources.proposals", "ProposalFolder"),
+}
+
+_TEXTURES: dict[str, tuple[str, str]] = {
+    "folder": ("synth.sources.textures", "TextureFolder"),
+    "samples": ("synth.sources.samples", "SampleTextures"),
+}
+
+SOURCE_KINDS = tuple(sorted(_SOURCES))
+TEXTURE_KINDS = tuple(sorted(_TEXTURES))
+
+
+def create_source(kind: str, **kwargs: Any) -> ImageSource:
+    """Create an image source by kind: ``coco``, ``folder``, ``samples`` or ``proposals``.
+
+    Raises:
+        ConfigError: unknown kind, unknown or missing arguments.
+        SourceError: the source's data cannot be used (raised by the source itself).
+    """
+    return _create(_SOURCES, "source", kind, kwargs)
+
+
+def create_texture_source(kind: str, **kwargs: Any) -> TextureSource:
+    """Create a texture source by kind: ``folder`` or ``samples``.
+
+    Raises:
+        ConfigError: unknown kind, unknown or missing arguments.
+        SourceError: the textures cannot be used (raised by the source itself).
+    """
+    return _create(_TEXTURES, "texture source", kind, kwargs)
+
+
+def _create(table: dict[str, tuple[str, str]], what: str, kind: str, kwargs: dict[str, Any]) -> Any:
+    if kind not in table:
+        raise ConfigError(f"{what} kind {kind!r} is unknown; use one of {', '.join(sorted(table))}")
+    module, name = table[kind]
+    cls = getattr(importlib.import_module(module), name)
+    params = inspect.signature(cls).parameters
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    unknown = sorted(set(kwargs) - named)
+    if unknown and not open_kwargs:
+        raise ConfigError(
+            f"{what} {kind!r}: unknown field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(named))}"
+        )
+    missing = sorted(
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        and n not in kwargs
+    )
+    if missing:
+        raise ConfigError(f"{what} {kind!r}: missing field(s) {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+__all__ = [
+    "SOURCE_KINDS",
+    "TEXTURE_KINDS",
+    "ImageSource",
+    "Instance",
+    "SourceImage",
+    "TextureSource",
+    "create_source",
+    "create_texture_source",
+]

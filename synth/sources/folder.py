@@ -1,0 +1,199 @@
+"""A folder of images with instance masks, for data that is not in COCO format.
+
+Two layouts are understood (``layout="auto"`` picks the one present)::
+
+    root/
+      images/<name>.<jpg|jpeg|png|bmp|tif|tiff|webp>
+      masks/<name>.png            # layout "instance_png": one single-channel PNG per image;
+                                  # 0 = background, 1..K = instances, 255 = ignore region
+
+    root/
+      images/<name>.<ext>
+      masks/<name>/<anything>.png # layout "per_object": one binary PNG per object;
+                                  # any non-zero pixel belongs to the object
+
+Masks must have the image's size. Images are listed non-recursively and sorted by name so that
+index ``i`` is the same file everywhere; ``<name>`` (the file stem) must be unique. A missing,
+unreadable or mis-sized mask raises ``SourceError`` from ``load`` naming the file, so the builder
+can skip that image and report it.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import posixpath
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from synth.errors import ConfigError, SourceError
+from synth.sources._io import (
+    IMAGE_EXTS,
+    absolute,
+    fingerprint_of,
+    is_dir,
+    join,
+    list_dirs,
+    list_files,
+    read_bytes,
+    read_rgb,
+)
+from synth.sources.base import Instance, SourceImage
+
+Layout = Literal["auto", "instance_png", "per_object"]
+IGNORE_ID = 255
+_LAYOUTS = ("auto", "instance_png", "per_object")
+
+
+class FolderSource:
+    """Images plus instance masks from a folder (see the module docstring for the layouts).
+
+    Args:
+        root: local path or fsspec URL holding ``images/`` and ``masks/``.
+        layout: ``"instance_png"``, ``"per_object"`` or ``"auto"`` (detect from ``masks/``).
+        name: prefix of the image keys (``"<name>:<stem>"``).
+
+    Raises:
+        SourceError: ``images/`` or ``masks/`` is missing, ``masks/`` mixes both layouts, or
+            two images share a stem.
+        ConfigError: ``layout`` is not one of the names above.
+    """
+
+    def __init__(self, root: str, *, layout: Layout = "auto", name: str = "folder") -> None:
+        if layout not in _LAYOUTS:
+            raise ConfigError(f"layout={layout!r}: use one of {', '.join(_LAYOUTS)}")
+        self.root = absolute(str(root)).rstrip("/")
+        self.name = name
+        images_dir, masks_dir = join(self.root, "images"), join(self.root, "masks")
+        for d in (images_dir, masks_dir):
+            if not is_dir(d):
+                raise SourceError(
+                    f"{d}: directory not found; a folder source needs images/ and masks/"
+                )
+        self._images = list_files(images_dir, IMAGE_EXTS, recursive=False)
+        if not self._images:
+            raise SourceError(f"{images_dir}: no images ({', '.join(IMAGE_EXTS)}); add some")
+        stems: dict[str, str] = {}
+        for rel, _ in self._images:
+            stem = posixpath.splitext(rel)[0]
+            if stem in stems:
+                raise SourceError(
+                    f"{images_dir}: {stems[stem]} and {rel} share the name {stem!r}; rename one"
+                )
+            stems[stem] = rel
+        self._stems = tuple(stems)
+        flat = list_files(masks_dir, (".png",), recursive=False)
+        subdirs = list_dirs(masks_dir)
+        if layout == "auto":
+            if flat and subdirs:
+                raise SourceError(
+                    f"{masks_dir}: holds both <name>.png files and <name>/ folders; keep one "
+                    "layout or pass layout="
+                )
+            layout = "per_object" if subdirs else "instance_png"
+        self.layout: Layout = layout
+        self._object_masks: dict[str, tuple[str, ...]] = {}
+        self._flat_masks = {posixpath.splitext(rel)[0]: rel for rel, _ in flat}
+        self._mask_files: tuple[tuple[str, int], ...] = tuple(flat)
+        if layout == "per_object":
+            for stem in subdirs:
+                files = list_files(join(masks_dir, stem), (".png",), recursive=False)
+                self._object_masks[stem] = tuple(rel for rel, _ in files)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_key(self, index: int) -> str:
+        """``"<name>:<image stem>"``."""
+        return f"{self.name}:{self._stems[index]}"
+
+    def instance_counts(self) -> np.ndarray | None:
+        """Mask files per image (``per_object``); ``None`` for ``instance_png`` (needs decoding)."""
+        if self.layout != "per_object":
+            return None
+        return np.array([len(self._object_masks.get(s, ())) for s in self._stems], np.int32)
+
+    def fingerprint(self) -> str:
+        """Changes when file names, file sizes or the layout change."""
+        return fingerprint_of(
+            "folder",
+            self.layout,
+            self._images,
+            self._mask_files,
+            sorted(self._object_masks.items()),
+        )
+
+    def load(self, index: int) -> SourceImage:
+        """Decode image ``index`` and its masks.
+
+        Raises:
+            IndexError: ``index`` is out of range.
+            SourceError: the image or a mask is missing, unreadable, not single-channel, the
+                wrong size, or (``per_object``) empty.
+        """
+        i = operator.index(index)
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        rel, _ = self._images[i]
+        stem = self._stems[i]
+        image = read_rgb(join(join(self.root, "images"), rel))
+        shape = image.shape[:2]
+        if self.layout == "instance_png":
+            instances, ignore = self._instance_png(stem, shape)
+        else:
+            instances, ignore = self._per_object(stem, shape), None
+        return SourceImage(key=self.image_key(i), image=image, instances=instances, ignore=ignore)
+
+    def _instance_png(
+        self, stem: str, shape: tuple[int, int]
+    ) -> tuple[tuple[Instance, ...], np.ndarray | None]:
+        if stem not in self._flat_masks:
+            url = join(join(self.root, "masks"), f"{stem}.png")
+            raise SourceError(f"{url}: mask missing for image {stem!r}; add it")
+        ids = _read_mask(join(join(self.root, "masks"), self._flat_masks[stem]), shape)
+        ignore = ids == IGNORE_ID
+        labels = np.unique(ids)
+        instances = tuple(
+            Instance(mask=ids == k, category=0, ann_id=int(k))
+            for k in labels
+            if k not in (0, IGNORE_ID)
+        )
+        return instances, (ignore if ignore.any() else None)
+
+    def _per_object(self, stem: str, shape: tuple[int, int]) -> tuple[Instance, ...]:
+        if stem not in self._object_masks:
+            raise SourceError(
+                f"{join(join(self.root, 'masks'), stem)}/: mask folder missing for image {stem!r}; "
+                "add it (it may be empty)"
+            )
+        out = []
+        for k, rel in enumerate(self._object_masks[stem], start=1):
+            url = join(join(join(self.root, "masks"), stem), rel)
+            mask = _read_mask(url, shape) != 0
+            if not mask.any():
+                raise SourceError(f"{url}: mask is empty; delete it or draw the object")
+            out.append(Instance(mask=mask, category=0, ann_id=k))
+        return tuple(out)
+
+
+def _read_mask(url: str, shape: tuple[int, int]) -> np.ndarray:
+    """Read a single-channel mask PNG as integer ids (palette PNGs give their indices)."""
+    data = read_bytes(url)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise SourceError(
+                    f"{url}: mask has mode {im.mode} (need a single-channel or palette PNG); "
+                    "save instance ids as 8- or 16-bit gray"
+                )
+            ids = np.array(im)
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise SourceError(f"{url}: cannot decode mask (corrupt or not a PNG); replace it") from None
+    if ids.shape != shape:
+        raise SourceError(
+            f"{url}: mask is {ids.shape[0]}x{ids.shape[1]} but its image is "
+            f"{shape[0]}x{shape[1]}; resize or re-export it"
+        )
+    return ids.astype(np.int32) if ids.dtype == bool else ids

@@ -1,0 +1,405 @@
+"""The one Zarr v3 store layout: the builder writes through it and the loader reads through it.
+
+Layout (format version 1, documented in ``docs/store-format.md``)::
+
+    STORE/zarr.json            group; attributes["synth"] holds layout + provenance
+    STORE/prompt               uint8 (N, H, W, 3)  chunk (1, H, W, 3)  shard (S, H, W, 3)
+    STORE/query                uint8 (N, H, W, 3)  chunk (1, H, W, 3)  shard (S, H, W, 3)
+    STORE/mask                 uint8 (N, H, W)     chunk (1, H, W)     shard (S, H, W)
+    STORE/meta/<field>         per-sample metadata, (N,) or (N, 4), one chunk per shard
+    STORE/_synth/shards/NNNNNN.json   completion record of shard NNNNNN (written last)
+    STORE/_synth/runs/*.json          per-run logs (timings); not part of the content
+
+Codecs are portable (``bytes`` + ``zstd`` inside ``sharding_indexed``) so tensorstore and any
+Zarr v3 reader open the arrays without synth. One task writes one whole shard of every array,
+once; a shard counts as present only when its completion record exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synth.errors import SynthError
+
+FORMAT_VERSION = 1
+IMAGE_ARRAYS = ("prompt", "query")
+PIXEL_ARRAYS = ("prompt", "query", "mask")
+#: name -> (dtype, trailing shape, fill value) of the per-sample metadata arrays.
+META_FIELDS: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "kind": ("int8", (), -1),
+    "seed": ("uint64", (), 0),
+    "attempt": ("int16", (), -1),
+    "base_source": ("int16", (), -1),
+    "base_index": ("int64", (), -1),
+    "donor_source": ("int16", (), -1),
+    "donor_index": ("int64", (), -1),
+    "texture_source": ("int16", (), -1),
+    "texture_index": ("int64", (), -1),
+    "mask_area": ("int32", (), -1),
+    "bbox": ("int32", (4,), -1),
+}
+MARKER_DIR = "_synth/shards"
+RUNS_DIR = "_synth/runs"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shape of a store: N samples of H x W, grouped into shards of S samples."""
+
+    n: int
+    height: int
+    width: int
+    shard_size: int
+    zstd_level: int = 3
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n // self.shard_size)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Sample index range [start, stop) of ``shard``."""
+        if not 0 <= shard < self.n_shards:
+            raise IndexError(f"shard {shard} out of range [0, {self.n_shards})")
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.n)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "n": self.n,
+            "height": self.height,
+            "width": self.width,
+            "shard_size": self.shard_size,
+            "zstd_level": self.zstd_level,
+        }
+
+
+def _fs(url: str, storage_options: Mapping[str, Any] | None = None):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+
+
+def _zarr_store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool):
+    import zarr.storage
+
+    if "://" in url and not url.startswith("file://"):
+        return zarr.storage.FsspecStore.from_url(
+            url, storage_options=dict(storage_options or {}), read_only=read_only
+        )
+    path = url.removeprefix("file://")
+    return zarr.storage.LocalStore(path, read_only=read_only)
+
+
+def create_store(
+    url: str,
+    layout: Layout,
+    attrs: Mapping[str, Any],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Create an empty store (all arrays, no shards) at ``url``, replacing anything there."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    fs, root = _fs(url, storage_options)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    store = _zarr_store(url, storage_options, read_only=False)
+    group = zarr.open_group(store=store, mode="w", zarr_format=3)
+    H, W, S, N = layout.height, layout.width, layout.shard_size, layout.n
+    zstd = ZstdCodec(level=layout.zstd_level)
+    for name in PIXEL_ARRAYS:
+        tail = (H, W, 3) if name in IMAGE_ARRAYS else (H, W)
+        group.create_array(
+            name,
+            shape=(N, *tail),
+            dtype="uint8",
+            chunks=(1, *tail),
+            shards=(S, *tail),
+            compressors=zstd,
+            fill_value=0,
+            dimension_names=("sample", "y", "x", "channel")[: 1 + len(tail)],
+        )
+    meta = group.create_group("meta")
+    for name, (dtype, tail, fill) in META_FIELDS.items():
+        meta.create_array(
+            name,
+            shape=(N, *tail),
+            dtype=dtype,
+            chunks=(S, *tail),
+            compressors=zstd,
+            fill_value=fill,
+        )
+    group.attrs["synth"] = {
+        "format_version": FORMAT_VERSION,
+        "layout": layout.to_dict(),
+        **dict(attrs),
+    }
+
+
+def read_attrs(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``synth`` attributes of a store; SynthError if ``url`` is not a synth store."""
+    import zarr
+
+    try:
+        group = zarr.open_group(
+            store=_zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3
+        )
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise SynthError(f"{url}: not a Zarr v3 store ({e.__class__.__name__}); check the path") from e
+    attrs = dict(group.attrs).get("synth")
+    if not attrs:
+        raise SynthError(f"{url}: a Zarr group without 'synth' attributes; not a synth store")
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise SynthError(
+            f"{url}: store format {attrs.get('format_version')} but this synth reads "
+            f"{FORMAT_VERSION}; rebuild the store or use a matching synth version"
+        )
+    return attrs
+
+
+def layout_of(attrs: Mapping[str, Any]) -> Layout:
+    return Layout(**attrs["layout"])
+
+
+def update_attrs(
+    url: str, values: Mapping[str, Any], *, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Merge ``values`` into the store's ``synth`` attributes."""
+    import zarr
+
+    group = zarr.open_group(
+        store=_zarr_store(url, storage_options, read_only=False), mode="r+", zarr_format=3
+    )
+    attrs = dict(group.attrs["synth"])
+    attrs.update(values)
+    group.attrs["synth"] = attrs
+
+
+def write_shard(
+    url: str,
+    shard: int,
+    arrays: Mapping[str, np.ndarray],
+    record: Mapping[str, Any],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write every array's slice of ``shard`` whole, then its completion record.
+
+    ``arrays`` holds ``prompt``, ``query``, ``mask`` and every ``META_FIELDS`` name, each with
+    exactly the shard's number of samples. Writing the record last makes a shard count only
+    once all its bytes are in place; a rerun simply rewrites the same bytes.
+    """
+    import zarr
+
+    store = _zarr_store(url, storage_options, read_only=False)
+    group = zarr.open_group(store=store, mode="r+", zarr_format=3)
+    layout = layout_of(group.attrs["synth"])
+    start, stop = layout.shard_range(shard)
+    for name in (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS)):
+        data = arrays[name.removeprefix("meta/")]
+        if data.shape[0] != stop - start:
+            raise ValueError(f"shard {shard}: {name} has {data.shape[0]} samples, want {stop - start}")
+        group[name][start:stop] = data
+    write_json(url, f"{MARKER_DIR}/{shard:06d}.json", record, storage_options=storage_options)
+
+
+def write_json(
+    url: str, key: str, obj: Any, *, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Write a small JSON document under the store (atomically on local disks)."""
+    fs, root = _fs(url, storage_options)
+    path = f"{root.rstrip('/')}/{key}"
+    payload = json.dumps(obj, sort_keys=True, indent=1).encode()
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.partial"
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, payload)
+
+
+def shard_records(
+    url: str, *, storage_options: Mapping[str, Any] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Completion records of the shards present in the store, keyed by shard number."""
+    fs, root = _fs(url, storage_options)
+    base = f"{root.rstrip('/')}/{MARKER_DIR}"
+    try:
+        names = fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for name in sorted(names):
+        stem = name.rsplit("/", 1)[-1]
+        if stem.endswith(".json") and stem[:-5].isdigit():
+            out[int(stem[:-5])] = json.loads(fs.cat_file(name))
+    return out
+
+
+def remove_partials(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Delete temporary ``*.partial`` files an interrupted local write left behind."""
+    fs, root = _fs(url, storage_options)
+    if "file" not in fs.protocol or not fs.exists(root):
+        return 0
+    n = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".partial"):
+                os.unlink(os.path.join(dirpath, f))
+                n += 1
+    return n
+
+
+def _tensorstore_kvstore(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    if "://" not in url or url.startswith("file://"):
+        return {"driver": "file", "path": os.path.abspath(url.removeprefix("file://"))}
+    if url.startswith(("s3://", "gs://")) and not storage_options:
+        scheme, rest = url.split("://", 1)
+        bucket, _, path = rest.partition("/")
+        spec: dict[str, Any] = {"driver": "s3" if scheme == "s3" else "gcs", "bucket": bucket}
+        spec["path"] = path.rstrip("/") + "/"
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if scheme == "s3" and endpoint:
+            spec["endpoint"] = endpoint
+        return spec
+    return None
+
+
+class StoreReader:
+    """Random access to a synth store from any process.
+
+    The backend is tensorstore (``zarr3`` driver, several times faster per chunk) when it is
+    installed and can address the URL, otherwise zarr-python. Handles are opened lazily and
+    re-opened after a fork, so a reader may be created in a parent and used in DataLoader
+    workers without sharing the parent's I/O threads.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backend: str = "auto",
+        storage_options: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if backend not in ("auto", "tensorstore", "zarr"):
+            raise SynthError(f"reader backend {backend!r}: use auto, tensorstore or zarr")
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.attrs = read_attrs(url, storage_options=storage_options)
+        self.layout = layout_of(self.attrs)
+        self.kinds: list[str] = list(self.attrs.get("kinds", []))
+        self.threads = threads
+        self._backend_req = backend
+        self._pid: int | None = None
+        self._arrays: dict[str, Any] = {}
+        self.backend = self._choose_backend()
+
+    def __len__(self) -> int:
+        return self.layout.n
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        state["_pid"] = None
+        return state
+
+    def _choose_backend(self) -> str:
+        if self._backend_req == "zarr":
+            return "zarr"
+        kv = _tensorstore_kvstore(self.url, self.storage_options)
+        try:
+            import tensorstore  # noqa: F401
+        except ImportError:
+            if self._backend_req == "tensorstore":
+                raise SynthError("reader backend tensorstore: not installed; pip install tensorstore") from None
+            return "zarr"
+        if kv is None:
+            if self._backend_req == "tensorstore":
+                raise SynthError(f"{self.url}: tensorstore cannot address this URL; use backend zarr")
+            return "zarr"
+        return "tensorstore"
+
+    def _open(self) -> dict[str, Any]:
+        if self._pid == os.getpid() and self._arrays:
+            return self._arrays
+        if self._pid is not None and self._pid != os.getpid():
+            raise SynthError(
+                f"{self.url}: reader used in a forked child after the parent read through "
+                f"{self.backend}, whose I/O threads do not survive fork; start workers with "
+                "multiprocessing 'spawn' or 'forkserver', or read first in the child"
+            )
+        names = (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS))
+        if self.backend == "tensorstore":
+            import tensorstore as ts
+
+            limit = self.threads or max(1, min(8, os.cpu_count() or 1))
+            ctx = ts.Context(
+                {"data_copy_concurrency": {"limit": limit}, "file_io_concurrency": {"limit": limit}}
+            )
+            kv = _tensorstore_kvstore(self.url, self.storage_options)
+            arrays = {}
+            for name in names:
+                spec = {"driver": "zarr3", "kvstore": {**kv, "path": kv["path"].rstrip("/") + f"/{name}/"}}
+                arrays[name] = ts.open(spec, read=True, context=ctx).result()
+        else:
+            import zarr
+
+            group = zarr.open_group(
+                store=_zarr_store(self.url, self.storage_options, read_only=True),
+                mode="r",
+                zarr_format=3,
+            )
+            arrays = {name: group[name] for name in names}
+        self._arrays, self._pid = arrays, os.getpid()
+        return arrays
+
+    def _read(self, name: str, index: slice | np.ndarray) -> np.ndarray:
+        arr = self._open()[name]
+        if self.backend == "tensorstore":
+            return np.asarray(arr[index].read().result())
+        if isinstance(index, slice):
+            return np.asarray(arr[index])
+        return np.asarray(arr.get_orthogonal_selection((index,)))
+
+    def read_range(
+        self, start: int, stop: int, fields: Sequence[str] = ("prompt", "query", "mask", "kind")
+    ) -> dict[str, np.ndarray]:
+        """Samples ``[start, stop)``: the fastest access (contiguous, whole shards ideally)."""
+        sl = slice(start, stop)
+        return {f: self._read(f if f in PIXEL_ARRAYS else f"meta/{f}", sl) for f in fields}
+
+    def read_indices(
+        self, indices: Sequence[int], fields: Sequence[str] = ("prompt", "query", "mask", "kind")
+    ) -> dict[str, np.ndarray]:
+        """Samples at arbitrary ``indices`` (in the given order)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return {f: np.empty((0,)) for f in fields}
+        order = np.argsort(idx, kind="stable")
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        sorted_idx = idx[order]
+        in_order = bool(np.all(idx[1:] >= idx[:-1]))  # sorted already: skip the reorder copy
+        out = {}
+        for f in fields:
+            name = f if f in PIXEL_ARRAYS else f"meta/{f}"
+            data = self._read(name, sorted_idx)
+            out[f] = data if in_order else data[inv]
+        return out
+
+    def meta(self) -> dict[str, np.ndarray]:
+        """All per-sample metadata arrays (small: read whole)."""
+        return {m: self._read(f"meta/{m}", slice(0, self.layout.n)) for m in META_FIELDS}
+
+    def completed_shards(self) -> dict[int, dict[str, Any]]:
+        return shard_records(self.url, storage_options=self.storage_options)

@@ -1,0 +1,227 @@
+"""Training-time augmentation of whole batches on the device (GPU), after the uint8 upload.
+
+Parameters are sampled first (``sample_params``) and then applied deterministically
+(``apply_params``), so a test or a debugging session can replay them. In order:
+
+1. **role swap** (per sample, only for allowed kinds): prompt and query exchange places, so an
+   appearance becomes a disappearance. Synth masks are exactly the pixels where the two images
+   differ, with no geometry baked in, so the mask is unchanged for every kind.
+2. **shared dihedral transform**: one random horizontal flip, vertical flip and transpose
+   (square inputs) applied to prompt, query and mask alike.
+3. **prompt misalignment**: only the *prompt* is warped (rotation, translation, scale, optional
+   perspective), never the query or the mask: the mask stays in query coordinates and the model
+   must learn that misregistration is not a change. Outside the source the warp reflects.
+4. **photometric jitter**: brightness, contrast, saturation and hue, drawn per view, so colour
+   differences between prompt and query are also nuisances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from synth.train.config import AugConfig
+
+_RGB2YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32
+)
+_GRAY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+
+
+@dataclass
+class AugParams:
+    """Sampled parameters of one batch (all tensors on the batch's device).
+
+    Attributes:
+        swap: (B,) exchange prompt and query.
+        hflip, vflip, transpose: (B,) the shared dihedral transform.
+        warp: (B, 3, 3) homography taking prompt coordinates to query coordinates, in
+            normalised [-1, 1] image coordinates (identity where the prompt is not warped).
+        color: (2, B, 4) brightness, contrast, saturation factors and hue shift (fraction of the
+            hue circle) of the prompt [0] and the query [1].
+    """
+
+    swap: torch.Tensor
+    hflip: torch.Tensor
+    vflip: torch.Tensor
+    transpose: torch.Tensor
+    warp: torch.Tensor
+    color: torch.Tensor
+
+
+def batch_to_float(
+    batch: dict[str, torch.Tensor], size: int, channels_last: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 (B, H, W, 3) prompt/query and (B, H, W) mask -> float (B, C, size, size) in [0, 1]."""
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    prompt = batch["prompt"].permute(0, 3, 1, 2).float().div_(255)
+    query = batch["query"].permute(0, 3, 1, 2).float().div_(255)
+    mask = batch["mask"].unsqueeze(1).float()
+    if prompt.shape[-2:] != (size, size):
+        prompt = F.interpolate(prompt, (size, size), mode="bilinear", antialias=True)
+        query = F.interpolate(query, (size, size), mode="bilinear", antialias=True)
+        mask = F.interpolate(mask, (size, size), mode="nearest")
+    return (
+        prompt.contiguous(memory_format=memory),
+        query.contiguous(memory_format=memory),
+        mask.contiguous(memory_format=memory),
+    )
+
+
+def _uniform(
+    n: int, lo: float, hi: float, g: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+
+def homography_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) homographies mapping 4 points ``src`` (B, 4, 2) onto ``dst`` (B, 4, 2)."""
+    B = src.shape[0]
+    x, y = src[..., 0], src[..., 1]
+    u, v = dst[..., 0], dst[..., 1]
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], dim=-1)
+    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], dim=-1)
+    A = torch.cat([rows_u, rows_v], dim=1)
+    b = torch.cat([u, v], dim=1).unsqueeze(-1)
+    h = torch.linalg.solve(A, b).squeeze(-1)
+    return torch.cat([h, torch.ones(B, 1, device=src.device, dtype=src.dtype)], dim=1).view(B, 3, 3)
+
+
+def sample_params(
+    n: int,
+    cfg: AugConfig,
+    kinds: torch.Tensor,
+    swap_allowed: torch.Tensor,
+    generator: torch.Generator,
+) -> AugParams:
+    """Draw the augmentation of ``n`` samples from ``generator`` (on the batch's device).
+
+    Args:
+        n: batch size.
+        cfg: strengths and probabilities.
+        kinds: (B,) int64 edit kind of each sample (index into the store's ``kinds``).
+        swap_allowed: (K,) bool, whether the role swap is valid for each kind.
+        generator: device generator; its state is checkpointed, so resumes replay exactly.
+    """
+    g, dev = generator, generator.device
+
+    def coin(p: float) -> torch.Tensor:
+        return torch.rand(n, generator=g, device=dev) < p
+
+    swap = coin(cfg.swap_p) & swap_allowed[kinds.clamp(min=0)] & (kinds >= 0)
+    flip = 0.5 if cfg.flip else 0.0
+    hflip, vflip, transpose = coin(flip), coin(flip), coin(flip)
+
+    theta = _uniform(n, -cfg.rotate, cfg.rotate, g, dev) * (math.pi / 180)
+    lo, hi = cfg.scale
+    scale = torch.exp(_uniform(n, math.log(lo), math.log(hi), g, dev))
+    shift = _uniform(2 * n, -2 * cfg.translate, 2 * cfg.translate, g, dev).view(n, 2)
+    affine = torch.zeros(n, 3, 3, device=dev)
+    affine[:, 0, 0] = scale * torch.cos(theta)
+    affine[:, 0, 1] = -scale * torch.sin(theta)
+    affine[:, 1, 0] = scale * torch.sin(theta)
+    affine[:, 1, 1] = scale * torch.cos(theta)
+    affine[:, :2, 2] = shift
+    affine[:, 2, 2] = 1
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=dev)
+    corners = corners.expand(n, 4, 2)
+    jiggle = _uniform(8 * n, -2 * cfg.perspective, 2 * cfg.perspective, g, dev).view(n, 4, 2)
+    warp = homography_from_points(corners, corners + jiggle) @ affine
+    warped = coin(cfg.misalign_p)
+    warp = torch.where(warped.view(n, 1, 1), warp, torch.eye(3, device=dev).expand(n, 3, 3))
+
+    j = cfg.jitter
+    color = torch.stack(
+        [
+            torch.stack(
+                [
+                    _uniform(n, 1 - j, 1 + j, g, dev),
+                    _uniform(n, 1 - j, 1 + j, g, dev),
+                    _uniform(n, 1 - j, 1 + j, g, dev),
+                    _uniform(n, -j, j, g, dev),
+                ],
+                dim=-1,
+            )
+            for _ in range(2)
+        ]
+    )
+    return AugParams(swap, hflip, vflip, transpose, warp, color)
+
+
+def _select(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(cond.view(-1, 1, 1, 1), a, b)
+
+
+def warp_images(images: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
+    """Warp (B, C, H, W) by homographies (B, 3, 3) in normalised coordinates (source -> output)."""
+    B, _, H, W = images.shape
+    dev = images.device
+    ys = (torch.arange(H, device=dev, dtype=torch.float32) * 2 + 1) / H - 1
+    xs = (torch.arange(W, device=dev, dtype=torch.float32) * 2 + 1) / W - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    out = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, H * W, 3)
+    src = out @ torch.linalg.inv(warp).transpose(1, 2)
+    grid = (src[..., :2] / src[..., 2:].clamp(min=1e-6)).view(B, H, W, 2)
+    warped = F.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    return warped.to(images.dtype)
+
+
+def color_jitter(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    """Per-sample brightness, contrast, saturation, hue (``color`` (B, 4)) of [0, 1] RGB images."""
+    b, c, s = (color[:, i].view(-1, 1, 1, 1) for i in range(3))
+    gray_w = _GRAY.to(images.device).view(1, 3, 1, 1)
+    x = images * b
+    mean = (x * gray_w).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    gray = (x * gray_w).sum(1, keepdim=True)
+    x = (x - gray) * s + gray
+    # Hue: rotate the chroma plane of YIQ by 2*pi*h.
+    yiq = _RGB2YIQ.to(images.device)
+    angle = color[:, 3] * (2 * math.pi)
+    rot = torch.zeros(len(angle), 3, 3, device=images.device)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1] = rot[:, 2, 2] = torch.cos(angle)
+    rot[:, 1, 2], rot[:, 2, 1] = -torch.sin(angle), torch.sin(angle)
+    m = torch.linalg.inv(yiq) @ rot @ yiq
+    x = torch.einsum("bij,bjhw->bihw", m, x)
+    return x.clamp_(0, 1).contiguous(memory_format=torch.channels_last)
+
+
+def apply_params(
+    prompt: torch.Tensor, query: torch.Tensor, mask: torch.Tensor, params: AugParams
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply ``params`` to float prompt/query (B, 3, H, W) and mask (B, 1, H, W)."""
+    prompt, query = _select(params.swap, query, prompt), _select(params.swap, prompt, query)
+    square = prompt.shape[-1] == prompt.shape[-2]
+    out = []
+    for x in (prompt, query, mask):
+        x = _select(params.hflip, x.flip(-1), x)
+        x = _select(params.vflip, x.flip(-2), x)
+        if square:
+            x = _select(params.transpose, x.transpose(-1, -2), x)
+        out.append(x)
+    prompt, query, mask = out
+    prompt = warp_images(prompt, params.warp)
+    prompt = color_jitter(prompt, params.color[0])
+    query = color_jitter(query, params.color[1])
+    return prompt, query, mask.contiguous(memory_format=torch.channels_last)
+
+
+def augment(
+    prompt: torch.Tensor,
+    query: torch.Tensor,
+    mask: torch.Tensor,
+    kinds: torch.Tensor,
+    cfg: AugConfig,
+    swap_allowed: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample and apply one batch's augmentation (see the module docstring)."""
+    params = sample_params(prompt.shape[0], cfg, kinds, swap_allowed, generator)
+    return apply_params(prompt, query, mask, params)

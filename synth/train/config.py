@@ -1,0 +1,193 @@
+"""Every option of ``synth train`` in one validated dataclass (plain data, JSON round-trips).
+
+Defaults follow the paper's setting: input 256, AdamW lr 1e-4 / weight decay 5e-4, batch 128,
+30 epochs, BCE on the sigmoid output, EfficientNet-b4 encoder, soft alignment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synth.errors import ConfigError
+
+LOSSES = ("bce", "dice", "focal", "bce+dice")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class AugConfig:
+    """Training-time augmentation, run in batch on the device (see ``synth.train.augment``).
+
+    Attributes:
+        misalign_p: probability that a sample's prompt is warped relative to its query.
+        rotate: maximum rotation of the prompt, degrees (uniform in [-rotate, rotate]).
+        translate: maximum shift of the prompt, as a fraction of the image size.
+        scale: (min, max) zoom of the prompt.
+        perspective: maximum corner displacement of an extra perspective warp, as a fraction
+            of the size (0 disables it).
+        jitter: brightness/contrast/saturation/hue strength, drawn per view independently.
+        swap_p: probability of exchanging prompt and query (appearance <-> disappearance).
+        swap_kinds: edit kinds for which the swap is allowed; empty means every kind. In synth
+            the mask is exactly where prompt and query differ, with no geometry baked in, so
+            the swapped pair has the same mask for every kind.
+        flip: apply one random horizontal/vertical flip and 90-degree rotation to prompt,
+            query and mask together.
+    """
+
+    misalign_p: float = 0.5
+    rotate: float = 30.0
+    translate: float = 0.2
+    scale: tuple[float, float] = (0.8, 1.5)
+    perspective: float = 0.0
+    jitter: float = 0.1
+    swap_p: float = 0.5
+    swap_kinds: tuple[str, ...] = ()
+    flip: bool = True
+
+    def validate(self) -> None:
+        for name in ("misalign_p", "swap_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"aug.{name} {getattr(self, name)}: use a probability in [0, 1]")
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ConfigError(f"aug.scale {self.scale}: use 0 < min <= max, e.g. 0.8,1.5")
+        if not 0.0 <= self.perspective < 0.5 or not 0.0 <= self.translate <= 1.0:
+            raise ConfigError("aug.perspective must be in [0, 0.5) and aug.translate in [0, 1]")
+        if not 0.0 <= self.jitter <= 0.5:
+            raise ConfigError(f"aug.jitter {self.jitter}: use a strength in [0, 0.5]")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run. ``out`` receives checkpoints, logs and ``config.json``.
+
+    Attributes:
+        store: URL of the training store (local path or fsspec URL).
+        out: output directory.
+        val_store: a separate validation store; else ``val_fraction`` of ``store`` (its last
+            samples) is held out. With neither, no validation runs.
+        max_steps: stop after this many optimizer steps (0 = run all epochs); the schedule
+            still spans all epochs, so a stopped run resumes exactly.
+        val_every: validate every this many optimizer steps (0 = at the end of each epoch).
+        ckpt_every: checkpoint every this many optimizer steps (0 = at the end of each epoch);
+            a checkpoint is also written when training stops.
+        workers: DataLoader worker processes per rank (0 = load in the training process).
+        shuffle_shards: shards mixed together by the loader's shuffle buffer.
+        compile: wrap the model in ``torch.compile``.
+        amp: bf16 autocast (CUDA only; CPU runs in float32).
+        tensorboard: also write TensorBoard scalars to ``out/tb`` (needs ``tensorboard``).
+        progress: show a progress bar with samples/s (rank 0).
+        resume: continue from ``out/last.pt`` exactly where it stopped.
+    """
+
+    store: str
+    out: str
+    val_store: str | None = None
+    val_fraction: float = 0.0
+    encoder: str = "efficientnet_b4"
+    pretrained: bool = False
+    encoder_weights: str | None = None
+    size: int = 256
+    align: str = "soft"
+    align_levels: int = 3
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
+    batch_size: int = 128
+    epochs: int = 30
+    max_steps: int = 0
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    loss: str = "bce"
+    grad_accum: int = 1
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 4
+    shuffle_shards: int = 4
+    reader_backend: str = "auto"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    val_every: int = 0
+    ckpt_every: int = 0
+    log_every: int = 10
+    compile: bool = False
+    amp: bool = True
+    channels_last: bool = True
+    tensorboard: bool = False
+    progress: bool = True
+    resume: bool = False
+    aug: AugConfig = field(default_factory=AugConfig)
+
+    def validate(self) -> None:
+        """Reject impossible combinations early, with the option name and the fix."""
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.val_store and self.val_fraction:
+            raise ConfigError("give --val-store or --val-fraction, not both")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction {self.val_fraction}: use a fraction in [0, 1)")
+        if self.pretrained and self.encoder_weights:
+            raise ConfigError("give --pretrained or --encoder-weights, not both")
+        positive = ("batch_size", "epochs", "grad_accum", "shuffle_shards", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)}: use a positive integer")
+        for name in ("max_steps", "val_every", "ckpt_every", "workers", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)}: use 0 or a positive integer")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("lr must be > 0 and weight_decay >= 0")
+        if self.reader_backend not in ("auto", "tensorstore", "zarr"):
+            raise ConfigError(
+                f"reader_backend {self.reader_backend!r}: use auto, tensorstore or zarr"
+            )
+        self.aug.validate()
+        self.model_config()
+
+    def model_config(self):
+        """The architecture part, as ``synth.model.ModelConfig`` (validated there)."""
+        from synth.model.metauas import ModelConfig
+
+        return ModelConfig(
+            encoder=self.encoder,
+            size=self.size,
+            align=self.align,
+            align_levels=self.align_levels,
+            decoder_channels=tuple(self.decoder_channels),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys are errors so typos never pass silently."""
+        d = dict(d)
+        _reject_unknown(cls, d, "train config")
+        aug = dict(d.pop("aug", {}) or {})
+        _reject_unknown(AugConfig, aug, "train config aug")
+        for k in ("scale", "swap_kinds"):
+            if k in aug:
+                aug[k] = tuple(aug[k])
+        if "decoder_channels" in d:
+            d["decoder_channels"] = tuple(d["decoder_channels"])
+        return cls(**d, aug=AugConfig(**aug))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _reject_unknown(cls: type, d: dict[str, Any], what: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown field(s) {unknown}; known: {sorted(known)}")

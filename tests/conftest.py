@@ -1,0 +1,49 @@
+"""Shared fixtures: small manifests and store digests used by build, preview and CLI tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Keep every worker process single-threaded: the suite runs on 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def write_manifest(path: Path, **overrides: object) -> Path:
+    """A small manifest over the embedded samples (64x64, 40 triples, shards of 4)."""
+    doc: dict[str, object] = {
+        "version": 1,
+        "name": "test",
+        "seed": 7,
+        "n": 40,
+        "size": [64, 64],
+        "shard_size": 4,
+        "sources": {
+            "images": [{"name": "samples", "kind": "samples"}],
+            "textures": [{"name": "tex", "kind": "samples"}],
+        },
+    }
+    doc.update(overrides)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def store_digest(root: str | Path) -> dict[str, str]:
+    """sha256 of every file of a local store, except per-run logs (which hold timings)."""
+    root = Path(root)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("_synth/runs/"):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture()
+def small_manifest(tmp_path: Path) -> Path:
+    return write_manifest(tmp_path / "m.yaml")

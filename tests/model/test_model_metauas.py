@@ -1,0 +1,69 @@
+"""The MetaUAS network: shapes, frozen encoder, alignment variants, weights from a local file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synth.errors import ConfigError
+from synth.model import MetaUAS, ModelConfig, count_parameters
+from synth.model.align import HardAlign, SoftAlign
+
+torch.set_num_threads(1)
+TINY = {"encoder": "resnet18", "size": 64, "decoder_channels": (32, 16, 16, 8, 8)}
+
+
+@pytest.mark.parametrize("align", ["soft", "hard", "none"])
+def test_forward_shapes_and_only_the_decoder_learns(align):
+    model = MetaUAS(ModelConfig(align=align, **TINY))
+    model.train()
+    assert not model.encoder.training  # frozen BatchNorm statistics
+    x = torch.rand(2, 3, 64, 64)
+    logits = model(x, x.flip(-1))
+    assert logits.shape == (2, 1, 64, 64)
+    logits.mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    learnable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert learnable and not any(n.startswith("encoder.") for n in learnable)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert model.embed(x).shape == (2, model.embed_dim)
+
+
+def test_paper_sized_model_has_the_papers_parameter_counts():
+    total, learnable = count_parameters(MetaUAS(ModelConfig()))
+    assert total == pytest.approx(22.1e6, rel=0.05)  # paper: 22.1M total
+    assert learnable == pytest.approx(4.6e6, rel=0.05)  # paper: 4.6M learnable
+
+
+def test_hard_alignment_undoes_a_permutation_of_positions():
+    q = torch.randn(1, 16, 4, 4)
+    perm = torch.randperm(16)
+    p = q.flatten(2)[:, :, perm].reshape(1, 16, 4, 4)
+    assert torch.allclose(HardAlign()(q, p), q)
+    out = SoftAlign(16)(q, p)
+    assert out.shape == q.shape
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    import timm
+
+    torch.manual_seed(1)
+    full = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(full.state_dict(), path)
+    model = MetaUAS(ModelConfig(**TINY), encoder_weights=str(path))
+    got = model.encoder.body.state_dict()
+    assert torch.equal(got["conv1.weight"], full.state_dict()["conv1.weight"])
+    assert torch.equal(
+        got["layer4.1.bn2.running_var"], full.state_dict()["layer4.1.bn2.running_var"]
+    )
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="not a timm model"):
+        MetaUAS(ModelConfig(encoder="no_such_net", size=64))
+    with pytest.raises(ConfigError, match="align"):
+        ModelConfig(align="diagonal")
+    with pytest.raises(ConfigError, match="decoder_channels"):
+        MetaUAS(ModelConfig(encoder="resnet18", size=64, decoder_channels=(8, 8)))
+    assert ModelConfig.from_dict(ModelConfig(**TINY).to_dict()) == ModelConfig(**TINY)

@@ -1,0 +1,126 @@
+"""GPU batch augmentation: the mask stays aligned with the query; only the prompt is warped."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from synth.train.augment import (
+    apply_params,
+    augment,
+    batch_to_float,
+    color_jitter,
+    homography_from_points,
+    sample_params,
+    warp_images,
+)
+from synth.train.config import AugConfig
+
+
+def _pattern_batch(n: int = 16, size: int = 32, seed: int = 0):
+    """Prompt: smooth gradient; query: prompt + one asymmetric bright L-shape; mask: the L."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    base = torch.stack([xs * 4, ys * 4, (xs + ys) * 2], dim=-1).to(torch.uint8)
+    prompt = base.expand(n, size, size, 3).clone()
+    query = prompt.clone()
+    mask = torch.zeros(n, size, size, dtype=torch.uint8)
+    for i in range(n):
+        y, x = torch.randint(2, size - 10, (2,), generator=g).tolist()
+        mask[i, y : y + 8, x : x + 2] = 1
+        mask[i, y + 6 : y + 8, x : x + 6] = 1
+    query[mask.bool()] = 255
+    kinds = torch.arange(n) % 3
+    return {"prompt": prompt, "query": query, "mask": mask, "kind": kinds}
+
+
+def test_mask_equals_prompt_query_difference_after_swap_and_flips():
+    batch = _pattern_batch()
+    p, q, m = batch_to_float(batch, 32)
+    cfg = AugConfig(misalign_p=0.0, jitter=0.0, swap_p=0.5, flip=True)
+    allowed = torch.tensor([True, True, False])
+    params = sample_params(16, cfg, batch["kind"], allowed, torch.Generator().manual_seed(1))
+    assert params.swap.any() and not params.swap[batch["kind"] == 2].any()
+    assert params.hflip.any() and params.transpose.any()
+    p2, q2, m2 = apply_params(p, q, m, params)
+    diff = ((p2 - q2).abs().amax(1, keepdim=True) > 1e-3).float()
+    assert torch.equal(diff, m2)
+    # Swapped samples: the pattern is now in the prompt (a disappearance), same mask.
+    s = int(params.swap.nonzero()[0])
+    assert (p2[s, 0][m2[s, 0] > 0] == 1).all()
+
+
+def _expected_position(warp: torch.Tensor, y: int, x: int, size: int) -> tuple[float, float]:
+    u = torch.tensor([(2 * x + 1) / size - 1, (2 * y + 1) / size - 1, 1.0])
+    v = warp @ u
+    v = v[:2] / v[2]
+    return float((v[1] + 1) * size / 2 - 0.5), float((v[0] + 1) * size / 2 - 0.5)
+
+
+def test_warp_moves_a_known_dot_where_the_homography_says():
+    size = 64
+    img = torch.zeros(8, 1, size, size)
+    img[:, :, 29:32, 33:36] = 1.0  # a 3x3 dot centred at (30, 34)
+    cfg = AugConfig(misalign_p=1.0, rotate=30, translate=0.1, scale=(0.9, 1.2), perspective=0.05)
+    params = sample_params(
+        8,
+        cfg,
+        torch.zeros(8, dtype=torch.long),
+        torch.ones(1, dtype=torch.bool),
+        torch.Generator().manual_seed(3),
+    )
+    assert not torch.allclose(params.warp, torch.eye(3).expand(8, 3, 3))
+    out = warp_images(img, params.warp)
+    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    for i in range(8):
+        w = out[i, 0]
+        cy, cx = float((w * ys).sum() / w.sum()), float((w * xs).sum() / w.sum())
+        ey, ex = _expected_position(params.warp[i], 30, 34, size)
+        assert abs(cy - ey) < 1.0 and abs(cx - ex) < 1.0, (i, cy, cx, ey, ex)
+
+
+def test_only_the_prompt_is_warped():
+    batch = _pattern_batch()
+    p, q, m = batch_to_float(batch, 32)
+    cfg = AugConfig(misalign_p=1.0, jitter=0.0, swap_p=0.0, flip=True)
+    params = sample_params(
+        16, cfg, batch["kind"], torch.ones(3, dtype=torch.bool), torch.Generator().manual_seed(4)
+    )
+    still = dataclasses.replace(params, warp=torch.eye(3).expand(16, 3, 3))
+    p_w, q_w, m_w = apply_params(p, q, m, params)
+    p_s, q_s, m_s = apply_params(p, q, m, still)
+    assert torch.equal(q_w, q_s) and torch.equal(m_w, m_s)
+    assert not torch.allclose(p_w, p_s)
+    # The mask still marks exactly the pattern in the query.
+    assert torch.equal(((q_w == 1).all(1, keepdim=True)).float(), m_w)
+
+
+def test_identity_warp_and_jitter_change_nothing():
+    x = torch.rand(4, 3, 16, 16)
+    assert torch.allclose(warp_images(x, torch.eye(3).expand(4, 3, 3)), x, atol=1e-5)
+    neutral = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).expand(4, 4)
+    assert torch.allclose(color_jitter(x, neutral), x, atol=1e-5)
+    strong = torch.tensor([[1.1, 0.9, 1.1, 0.1]]).expand(4, 4)
+    y = color_jitter(x, strong)
+    assert y.min() >= 0 and y.max() <= 1 and not torch.allclose(y, x)
+
+
+def test_homography_from_points_recovers_a_known_one():
+    H = torch.tensor([[1.1, 0.1, 0.05], [-0.05, 0.95, 0.1], [0.02, -0.03, 1.0]])
+    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    dst = torch.cat([src, torch.ones(4, 1)], 1) @ H.T
+    dst = dst[:, :2] / dst[:, 2:]
+    assert torch.allclose(homography_from_points(src[None], dst[None])[0], H, atol=1e-5)
+
+
+def test_augment_is_replayable_from_the_generator_state():
+    batch = _pattern_batch(8)
+    p, q, m = batch_to_float(batch, 32)
+    g = torch.Generator().manual_seed(9)
+    state = g.get_state()
+    allowed = torch.ones(3, dtype=torch.bool)
+    a = augment(p, q, m, batch["kind"], AugConfig(perspective=0.1), allowed, g)
+    g.set_state(state)
+    b = augment(p, q, m, batch["kind"], AugConfig(perspective=0.1), allowed, g)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

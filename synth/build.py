@@ -130,7 +130,15 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("synth", "numpy", "opencv-python-headless", "scikit-image", "zarr", "dask", "pycocotools"):
+    for pkg in (
+        "synth",
+        "numpy",
+        "opencv-python-headless",
+        "scikit-image",
+        "zarr",
+        "dask",
+        "pycocotools",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -226,7 +234,9 @@ def prepare_store(
         zstore.remove_partials(url, storage_options=storage_options)
         return zstore.shard_records(url, storage_options=storage_options)
     if fs.exists(root) and not exists and not overwrite and fs.ls(root):
-        raise SynthError(f"{url}: exists and is not a synth store; pass --overwrite or pick another path")
+        raise SynthError(
+            f"{url}: exists and is not a synth store; pass --overwrite or pick another path"
+        )
     attrs = {
         "manifest_hash": manifest.fingerprint(),
         "manifest": dict(manifest.raw) if manifest.raw is not None else manifest.to_dict(),
@@ -337,7 +347,11 @@ def build(
     if len(records) == layout.n_shards:
         zstore.update_attrs(
             url,
-            {"complete": True, "counts": summary.kinds, "skipped_inputs": summary.to_dict()["skipped_inputs"]},
+            {
+                "complete": True,
+                "counts": summary.kinds,
+                "skipped_inputs": summary.to_dict()["skipped_inputs"],
+            },
             storage_options=storage_options,
         )
     run_key = f"{zstore.RUNS_DIR}/{time.strftime('%Y%m%dT%H%M%S')}-{int(t0 * 1000) % 1000:03d}.json"

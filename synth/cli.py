@@ -58,7 +58,9 @@ _storage_option = click.option(
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, help="Store path or fsspec URL (s3://bucket/x.zarr).")
+@click.option(
+    "-o", "--output", required=True, help="Store path or fsspec URL (s3://bucket/x.zarr)."
+)
 @click.option(
     "--cluster",
     type=click.Choice(["local", "scheduler", "slurm", "k8s"]),
@@ -71,9 +73,7 @@ _storage_option = click.option(
     default=None,
     help="YAML cluster recipe (pipelines/slurm.yaml); options given here override it.",
 )
-@click.option(
-    "--workers", type=int, default=None, help="Total Dask worker processes [default: 2]."
-)
+@click.option("--workers", type=int, default=None, help="Total Dask worker processes [default: 2].")
 @click.option("--threads-per-worker", type=int, default=None, help="[default: 1]")
 @click.option(
     "--scheduler",
@@ -106,7 +106,9 @@ _storage_option = click.option(
     "--show-cluster", is_flag=True, help="Print the recipe (SLURM job script, K8s spec) and exit."
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store built from another manifest.")
-@click.option("--strict", is_flag=True, help="Stop at the first unusable input instead of skipping it.")
+@click.option(
+    "--strict", is_flag=True, help="Stop at the first unusable input instead of skipping it."
+)
 @click.option("-n", "n", type=int, default=None, help="Override the manifest's number of triples.")
 @click.option("--seed", type=int, default=None, help="Override the manifest's seed.")
 @click.option("--no-progress", is_flag=True)
@@ -175,11 +177,17 @@ def build(
 
 @main.command()
 @click.argument("target", required=False)
-@click.option("--source", default=None, help="'samples' (built-in photos) or a folder of your own images.")
+@click.option(
+    "--source", default=None, help="'samples' (built-in photos) or a folder of your own images."
+)
 @click.option("-n", "n", default=16, show_default=True)
 @click.option("-o", "--output", default="preview.png", show_default=True, help="PNG grid to write.")
-@click.option("--html", "html_dir", default=None, help="Also write a static gallery to this folder.")
-@click.option("--seed", type=int, default=None, help="Random indices (store) / manifest seed (on the fly).")
+@click.option(
+    "--html", "html_dir", default=None, help="Also write a static gallery to this folder."
+)
+@click.option(
+    "--seed", type=int, default=None, help="Random indices (store) / manifest seed (on the fly)."
+)
 @click.option("--kinds", default=None, help="On the fly: only these edit kinds (comma list).")
 @click.option("--size", default=None, help="On the fly: output size, 256 or HxW.")
 @click.option("--cols", default=2, show_default=True)
@@ -217,7 +225,12 @@ def preview(
 
 
 def _preview_manifest(
-    target: str | None, source: str | None, n: int, seed: int | None, kinds: str | None, size: str | None
+    target: str | None,
+    source: str | None,
+    n: int,
+    seed: int | None,
+    kinds: str | None,
+    size: str | None,
 ) -> Any:
     from synth.errors import ConfigError
     from synth.manifest import default_manifest, load_manifest, parse_manifest
@@ -268,7 +281,10 @@ def verify(store: str, spot_checks: int, storage_option: tuple[str, ...]) -> Non
     from synth.info import verify_store
 
     rep = verify_store(
-        store, spot_checks=spot_checks, storage_options=_storage_options(storage_option), progress=True
+        store,
+        spot_checks=spot_checks,
+        storage_options=_storage_options(storage_option),
+        progress=True,
     )
     for p in rep.problems:
         click.echo(f"problem: {p}", err=True)
@@ -278,6 +294,7 @@ def verify(store: str, spot_checks: int, storage_option: tuple[str, ...]) -> Non
     )
     if not rep.ok:
         sys.exit(1)
+
 
 # --- train / predict (synth.train) ---
 
@@ -311,7 +328,9 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--device", default="auto", show_default=True, help="auto, cuda or cpu.")
 @click.option("--workers", default=4, show_default=True, help="Loader processes per GPU.")
 @click.option("--shuffle-shards", default=4, show_default=True, help="Shuffle buffer, shards.")
-@click.option("--reader", type=click.Choice(["auto", "tensorstore", "zarr"]), default="auto")
+@click.option(
+    "--reader", type=click.Choice(["auto", "direct", "tensorstore", "zarr"]), default="auto"
+)
 @_storage_option
 @click.option("--val-every", default=0, help="Validate every N steps (0: each epoch).")
 @click.option("--ckpt-every", default=0, help="Checkpoint every N steps (0: each epoch).")
@@ -377,6 +396,7 @@ def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str)
 
     for r in predict_files(checkpoint, prompt, query, out, device=device):
         click.echo(f"{r.query}\t{r.score:.4f}\t{r.heatmap}")
+
 
 # --- eval (synth.evaluate) ---
 

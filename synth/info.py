@@ -44,7 +44,8 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "samples_present": int(present.sum()),
         "kinds": dict(sorted(kinds.items())),
         "mask_area_hist": {
-            f"{lo:.3g}-{hi:.3g}": int(c) for lo, hi, c in zip(_AREA_BINS[:-1], _AREA_BINS[1:], hist)
+            f"{lo:.3g}-{hi:.3g}": int(c)
+            for lo, hi, c in zip(_AREA_BINS[:-1], _AREA_BINS[1:], hist, strict=True)
         },
         "empty_masks": int((meta["mask_area"][present] == 0).sum()),
         "bytes": sizes,
@@ -64,12 +65,14 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
 def render_info(info: Mapping[str, Any]) -> str:
     lay = info["layout"]
     lines = [
-        f"store      {info['url']}  (format {info['format_version']}, read via {info['reader_backend']})",
+        f"store      {info['url']}  (format {info['format_version']}, "
+        f"read via {info['reader_backend']})",
         f"manifest   {info['manifest_name']}  hash {info['manifest_hash']}  seed {info['seed']}",
         f"samples    {info['samples_present']} / {lay['n']} at {lay['height']}x{lay['width']}, "
         f"shards {info['shards_complete']} / {info['n_shards']} of {lay['shard_size']}",
         "kinds      " + ", ".join(f"{k}={v}" for k, v in info["kinds"].items()),
-        f"sizes      " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in info["bytes"].items())
+        "sizes      "
+        + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in info["bytes"].items())
         + f"  (lossless zstd, ratio {info['compression_ratio']}x)",
         "mask area (fraction of image):",
     ]
@@ -141,12 +144,16 @@ def verify_store(
         areas = data["mask"].reshape(stop - start, -1).sum(1, dtype=np.int64)
         bad = np.flatnonzero(areas != data["mask_area"])
         if bad.size:
-            rep.problems.append(f"shard {s}: mask_area wrong for samples {(bad + start)[:5].tolist()}")
+            rep.problems.append(
+                f"shard {s}: mask_area wrong for samples {(bad + start)[:5].tolist()}"
+            )
         picks = rng.choice(stop - start, size=min(spot_checks, stop - start), replace=False)
         for j in picks:
             rep.samples_checked += 1
             diff = changed_pixels(data["prompt"][j], data["query"][j])
             if not np.array_equal(diff, data["mask"][j].astype(bool)):
                 n_bad = int((diff != data["mask"][j].astype(bool)).sum())
-                rep.problems.append(f"sample {start + j}: mask differs from prompt/query change at {n_bad} px")
+                rep.problems.append(
+                    f"sample {start + j}: mask differs from prompt/query change at {n_bad} px"
+                )
     return rep

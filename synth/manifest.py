@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,9 @@ def _type_error(where: str, want: str, got: Any) -> ConfigError:
     return ConfigError(f"{where}: expected {want}, got {type(got).__name__} {got!r}")
 
 
-def _int(d: Mapping[str, Any], key: str, where: str, default: int | None = None, lo: int = 0) -> int:
+def _int(
+    d: Mapping[str, Any], key: str, where: str, default: int | None = None, lo: int = 0
+) -> int:
     v = d.get(key, default)
     if v is None:
         raise ConfigError(f"{where}.{key}: missing; add it to the manifest")
@@ -136,8 +139,9 @@ def _int(d: Mapping[str, Any], key: str, where: str, default: int | None = None,
 def _parse_size(v: Any, where: str) -> tuple[int, int]:
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v, v]
-    if isinstance(v, str) and "x" in v:
-        v = [int(p) for p in v.lower().split("x")]
+    if isinstance(v, str) and re.fullmatch(r"\d+(x\d+)?", v.strip().lower()):
+        parts = [int(p) for p in v.strip().lower().split("x")]
+        v = parts * 2 if len(parts) == 1 else parts
     if (
         not isinstance(v, (list, tuple))
         or len(v) != 2
@@ -201,7 +205,9 @@ def parse_manifest(raw: Mapping[str, Any], base_dir: str | Path | None) -> Manif
         raise ConfigError(f"manifest: unknown key(s) {unknown}; known keys: {sorted(_TOP_KEYS)}")
     base = Path(base_dir) if base_dir is not None else None
     if raw.get("version", 1) != 1:
-        raise ConfigError(f"version: {raw.get('version')!r} unsupported; this synth reads version 1")
+        raise ConfigError(
+            f"version: {raw.get('version')!r} unsupported; this synth reads version 1"
+        )
     name = raw.get("name", "synth")
     if not isinstance(name, str):
         raise _type_error("name", "a string", name)

@@ -46,7 +46,16 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
 def _label(width: int, text: str) -> np.ndarray:
     bar = np.full((LABEL_H, width, 3), 32, np.uint8)
     scale = 0.45
-    cv2.putText(bar, text, (4, LABEL_H - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        bar,
+        text,
+        (4, LABEL_H - 7),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     return bar
 
 
@@ -83,7 +92,9 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
         raise OSError(f"{path}: could not write PNG")
 
 
-def write_gallery(items: Sequence[PreviewItem], out_dir: str | Path, title: str = "synth preview") -> Path:
+def write_gallery(
+    items: Sequence[PreviewItem], out_dir: str | Path, title: str = "synth preview"
+) -> Path:
     """A static ``index.html`` with one row per triple (images + details) under ``out_dir``."""
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
@@ -138,7 +149,9 @@ def items_from_store(
                 prompt=data["prompt"][j],
                 query=data["query"][j],
                 mask=data["mask"][j],
-                details={f: data[f][j].item() for f in ("seed", "attempt", "base_index", "mask_area")},
+                details={
+                    f: data[f][j].item() for f in ("seed", "attempt", "base_index", "mask_area")
+                },
             )
         )
     return out
@@ -155,7 +168,9 @@ def items_on_the_fly(manifest: Any, indices: Iterable[int]) -> list[PreviewItem]
         details = {"spec": spec.to_dict(), "info": triple.info}
         if skipped:
             details["skipped"] = [s.to_dict() for s in skipped]
-        out.append(PreviewItem(int(i), spec.kind, triple.prompt, triple.query, triple.mask, details))
+        out.append(
+            PreviewItem(int(i), spec.kind, triple.prompt, triple.query, triple.mask, details)
+        )
     return out
 
 

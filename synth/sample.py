@@ -98,7 +98,7 @@ class Catalog:
 
         images = [_open(create_source, s, "sources.images") for s in manifest.images]
         textures = [_open(create_texture_source, s, "sources.textures") for s in manifest.textures]
-        for spec, src in zip(manifest.images + manifest.textures, images + textures):
+        for spec, src in zip(manifest.images + manifest.textures, images + textures, strict=True):
             if len(src) == 0:
                 raise SynthError(f"source {spec.name!r} ({spec.kind}) is empty; check its path")
         eligible = []
@@ -116,7 +116,8 @@ class Catalog:
 
     def fingerprints(self, manifest: Manifest) -> dict[str, str]:
         names = [s.name for s in manifest.images] + [s.name for s in manifest.textures]
-        return {n: s.fingerprint() for n, s in zip(names, self.images + self.textures)}
+        pairs = zip(names, self.images + self.textures, strict=True)
+        return {n: s.fingerprint() for n, s in pairs}
 
     def key(self, ref: SourceRef, texture: bool = False) -> str:
         src = (self.textures if texture else self.images)[ref.source]
@@ -232,4 +233,3 @@ def realize(
         f"sample {index}: no usable inputs after {manifest.max_attempts} attempts "
         f"(last: {reasons[-1]}); check the sources or raise max_attempts"
     )
-

@@ -152,7 +152,9 @@ def read_attrs(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
             store=_zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise SynthError(f"{url}: not a Zarr v3 store ({e.__class__.__name__}); check the path") from e
+        raise SynthError(
+            f"{url}: not a Zarr v3 store ({e.__class__.__name__}); check the path"
+        ) from e
     attrs = dict(group.attrs).get("synth")
     if not attrs:
         raise SynthError(f"{url}: a Zarr group without 'synth' attributes; not a synth store")
@@ -205,7 +207,9 @@ def write_shard(
     for name in (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS)):
         data = arrays[name.removeprefix("meta/")]
         if data.shape[0] != stop - start:
-            raise ValueError(f"shard {shard}: {name} has {data.shape[0]} samples, want {stop - start}")
+            raise ValueError(
+                f"shard {shard}: {name} has {data.shape[0]} samples, want {stop - start}"
+            )
         group[name][start:stop] = data
     write_json(url, f"{MARKER_DIR}/{shard:06d}.json", record, storage_options=storage_options)
 
@@ -321,11 +325,15 @@ class StoreReader:
             import tensorstore  # noqa: F401
         except ImportError:
             if self._backend_req == "tensorstore":
-                raise SynthError("reader backend tensorstore: not installed; pip install tensorstore") from None
+                raise SynthError(
+                    "reader backend tensorstore: not installed; pip install tensorstore"
+                ) from None
             return "zarr"
         if kv is None:
             if self._backend_req == "tensorstore":
-                raise SynthError(f"{self.url}: tensorstore cannot address this URL; use backend zarr")
+                raise SynthError(
+                    f"{self.url}: tensorstore cannot address this URL; use backend zarr"
+                )
             return "zarr"
         return "tensorstore"
 
@@ -349,7 +357,10 @@ class StoreReader:
             kv = _tensorstore_kvstore(self.url, self.storage_options)
             arrays = {}
             for name in names:
-                spec = {"driver": "zarr3", "kvstore": {**kv, "path": kv["path"].rstrip("/") + f"/{name}/"}}
+                spec = {
+                    "driver": "zarr3",
+                    "kvstore": {**kv, "path": kv["path"].rstrip("/") + f"/{name}/"},
+                }
                 arrays[name] = ts.open(spec, read=True, context=ctx).result()
         else:
             import zarr

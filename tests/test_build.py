@@ -142,9 +142,20 @@ def external_cluster():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     _wait_port(port)
@@ -152,9 +163,22 @@ def external_cluster():
     for _ in range(2):
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "dask", "worker", addr, "--nthreads", "1", "--no-nanny",
-                 "--no-dashboard", "--host", "127.0.0.1"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "worker",
+                    addr,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
     from distributed import Client
@@ -210,11 +234,22 @@ def test_external_scheduler_and_worker_killed_mid_build(
 def test_sigkill_whole_build_then_resume_is_byte_identical(manifest_path, reference, tmp_path):
     url, _ = reference
     out = tmp_path / "resumed.zarr"
-    cmd = [sys.executable, "-m", "synth", "build", str(manifest_path), "-o", str(out),
-           "--workers", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synth",
+        "build",
+        str(manifest_path),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.Popen(cmd, env=env, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     landed = _wait_for(lambda: len(zs.shard_records(str(out))) >= 1 or p.poll() is not None)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
@@ -236,8 +271,14 @@ def test_corrupt_inputs_are_skipped_listed_and_strict_fails(tmp_path):
         tmp_path / "coco.yaml",
         n=24,
         sources={
-            "images": [{"name": "coco", "kind": "coco", "ann_file": str(fx.ann_file),
-                        "image_root": str(fx.image_root)}],
+            "images": [
+                {
+                    "name": "coco",
+                    "kind": "coco",
+                    "ann_file": str(fx.ann_file),
+                    "image_root": str(fx.image_root),
+                }
+            ],
             "textures": [{"name": "tex", "kind": "samples"}],
         },
         mix={"local_texture": 0.5, "none": 0.5},
@@ -265,8 +306,11 @@ def moto_s3():
     import boto3
 
     boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     ).create_bucket(Bucket="synth-test")
     yield endpoint
     server.stop()
@@ -276,12 +320,15 @@ def test_s3_output_against_moto(moto_s3, reference, manifest_path, monkeypatch):
     url, _ = reference
     opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": moto_s3}}
     s3_url = "s3://synth-test/stores/demo.zarr"
-    summary = build(load_manifest(manifest_path), s3_url, workers=1, progress=False,
-                    storage_options=opts)
+    summary = build(
+        load_manifest(manifest_path), s3_url, workers=1, progress=False, storage_options=opts
+    )
     assert summary.shards_built == 10
     rep = verify_store(s3_url, storage_options=opts)
     assert rep.ok, rep.problems
     local = zs.StoreReader(str(url)).read_range(0, 40, ("prompt", "query", "mask"))
-    remote = zs.StoreReader(s3_url, storage_options=opts).read_range(0, 40, ("prompt", "query", "mask"))
+    remote = zs.StoreReader(s3_url, storage_options=opts).read_range(
+        0, 40, ("prompt", "query", "mask")
+    )
     for k in local:
         np.testing.assert_array_equal(local[k], remote[k])

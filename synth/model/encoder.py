@@ -43,7 +43,10 @@ class FrozenEncoder(nn.Module):
         except RuntimeError as e:
             if "Unknown model" in str(e):
                 raise ConfigError(f"encoder {name!r}: not a timm model name") from e
-            raise SynthError(f"encoder {name!r}: cannot load weights ({e}); check the file") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise SynthError(
+                f"encoder {name!r}: cannot load its weights ({first}); is the file for this model?"
+            ) from e
         except (OSError, ValueError) as e:
             where = weights_path or "the Hugging Face hub"
             raise SynthError(

@@ -26,9 +26,24 @@ import torch.nn.functional as F  # noqa: N812
 from synth.train.config import AugConfig
 
 _RGB2YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
 )
-_GRAY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+_CONSTANTS = {
+    "rgb2yiq": _RGB2YIQ.float(),
+    "yiq2rgb": torch.linalg.inv(_RGB2YIQ).float(),
+    "gray": torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
+    "corners": torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]),
+}
+_DEVICE_CONSTANTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _const(name: str, device: torch.device) -> torch.Tensor:
+    """A constant on ``device``, copied there once: per-step host-to-device copies would stall
+    the CUDA stream (pageable copies synchronise)."""
+    key = (name, device)
+    if key not in _DEVICE_CONSTANTS:
+        _DEVICE_CONSTANTS[key] = _CONSTANTS[name].to(device)
+    return _DEVICE_CONSTANTS[key]
 
 
 @dataclass
@@ -87,7 +102,7 @@ def homography_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor
     rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], dim=-1)
     A = torch.cat([rows_u, rows_v], dim=1)
     b = torch.cat([u, v], dim=1).unsqueeze(-1)
-    h = torch.linalg.solve(A, b).squeeze(-1)
+    h = torch.linalg.solve_ex(A, b)[0].squeeze(-1)  # _ex: no error check, no device sync
     return torch.cat([h, torch.ones(B, 1, device=src.device, dtype=src.dtype)], dim=1).view(B, 3, 3)
 
 
@@ -127,8 +142,7 @@ def sample_params(
     affine[:, 1, 1] = scale * torch.cos(theta)
     affine[:, :2, 2] = shift
     affine[:, 2, 2] = 1
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=dev)
-    corners = corners.expand(n, 4, 2)
+    corners = _const("corners", dev).expand(n, 4, 2)
     jiggle = _uniform(8 * n, -2 * cfg.perspective, 2 * cfg.perspective, g, dev).view(n, 4, 2)
     warp = homography_from_points(corners, corners + jiggle) @ affine
     warped = coin(cfg.misalign_p)
@@ -164,7 +178,7 @@ def warp_images(images: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
     xs = (torch.arange(W, device=dev, dtype=torch.float32) * 2 + 1) / W - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     out = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, H * W, 3)
-    src = out @ torch.linalg.inv(warp).transpose(1, 2)
+    src = out @ torch.linalg.inv_ex(warp)[0].transpose(1, 2)
     grid = (src[..., :2] / src[..., 2:].clamp(min=1e-6)).view(B, H, W, 2)
     warped = F.grid_sample(
         images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
@@ -175,20 +189,19 @@ def warp_images(images: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
 def color_jitter(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
     """Per-sample brightness, contrast, saturation, hue (``color`` (B, 4)) of [0, 1] RGB images."""
     b, c, s = (color[:, i].view(-1, 1, 1, 1) for i in range(3))
-    gray_w = _GRAY.to(images.device).view(1, 3, 1, 1)
+    gray_w = _const("gray", images.device)
     x = images * b
     mean = (x * gray_w).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
     x = (x - mean) * c + mean
     gray = (x * gray_w).sum(1, keepdim=True)
     x = (x - gray) * s + gray
     # Hue: rotate the chroma plane of YIQ by 2*pi*h.
-    yiq = _RGB2YIQ.to(images.device)
     angle = color[:, 3] * (2 * math.pi)
     rot = torch.zeros(len(angle), 3, 3, device=images.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1] = rot[:, 2, 2] = torch.cos(angle)
     rot[:, 1, 2], rot[:, 2, 1] = -torch.sin(angle), torch.sin(angle)
-    m = torch.linalg.inv(yiq) @ rot @ yiq
+    m = _const("yiq2rgb", images.device) @ rot @ _const("rgb2yiq", images.device)
     x = torch.einsum("bij,bjhw->bihw", m, x)
     return x.clamp_(0, 1).contiguous(memory_format=torch.channels_last)
 

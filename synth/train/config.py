@@ -142,9 +142,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} {getattr(self, name)}: use 0 or a positive integer")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("lr must be > 0 and weight_decay >= 0")
-        if self.reader_backend not in ("auto", "tensorstore", "zarr"):
+        if self.reader_backend not in ("auto", "direct", "tensorstore", "zarr"):
             raise ConfigError(
-                f"reader_backend {self.reader_backend!r}: use auto, tensorstore or zarr"
+                f"reader_backend {self.reader_backend!r}: use auto, direct, tensorstore or zarr"
             )
         self.aug.validate()
         self.model_config()

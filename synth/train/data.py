@@ -13,11 +13,16 @@ The whole epoch is planned up front, in index space, as a pure function of (seed
 
 Because the batches do not depend on the number of workers, the DataLoader's round-robin
 returns them in plan order, a run is reproducible with any worker count, and resuming at batch
-``k`` simply skips the first ``k`` plans without reading them. Each batch is one sorted
-``StoreReader.read_indices`` call: a tensorstore read decoded in C++ threads, no per-chunk
-Python. Workers are started with ``forkserver`` (never a fork of a process whose tensorstore
-threads are running) and persist across epochs; the epoch and skip count reach them through a
-small shared-memory tensor.
+``k`` simply skips the first ``k`` plans without reading them.
+
+Reading (``backend``): for a local store ``direct`` (``synth.train.fastread``) decodes each
+sample's zstd chunk from the memory-mapped shard straight into the batch tensor, which a worker
+allocates in shared memory, so the batch crosses to the training process without a copy; it
+runs at the codec's speed. Remote stores use one sorted ``StoreReader.read_indices`` call per
+batch (tensorstore: decoded in C++ threads; zarr-python is an order of magnitude slower, see
+``benchmarks/loader.py``). ``auto`` picks the first that applies. Workers are started with
+``forkserver`` (never a fork of a process whose tensorstore threads are running) and persist
+across epochs; the epoch and skip count reach them through a small shared-memory tensor.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synth.errors import ConfigError
 from synth.rng import derive
-from synth.store import StoreReader
+from synth.store import PIXEL_ARRAYS, StoreReader
+from synth.train.fastread import LocalShardReader
+
+BACKENDS = ("auto", "direct", "tensorstore", "zarr")
 
 Ranges = Sequence[tuple[int, int]]
 
@@ -134,7 +142,8 @@ class StoreBatches(IterableDataset):
         seed: the plan's seed.
         rank, world: this process's place in a DDP job.
         shuffle_shards: pieces (shards) per shuffle window.
-        backend, storage_options, threads: passed to ``StoreReader``.
+        backend: ``auto``, ``direct``, ``tensorstore`` or ``zarr`` (see the module docstring).
+        storage_options, threads: passed to ``StoreReader``.
     """
 
     def __init__(
@@ -153,8 +162,18 @@ class StoreBatches(IterableDataset):
         threads: int | None = None,
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ConfigError(f"reader backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        self.fast = None
+        if backend in ("auto", "direct"):
+            self.fast = LocalShardReader.open(url, PIXEL_ARRAYS)
+            if self.fast is None and backend == "direct":
+                raise ConfigError(f"{url}: the direct reader needs a local store in synth's layout")
         self.reader = StoreReader(
-            url, backend=backend, storage_options=storage_options, threads=threads
+            url,
+            backend="auto" if backend == "direct" else backend,
+            storage_options=storage_options,
+            threads=threads,
         )
         layout = self.reader.layout
         self.ranges = [tuple(r) for r in (ranges if ranges is not None else [(0, layout.n)])]
@@ -205,12 +224,20 @@ class StoreBatches(IterableDataset):
         return math.ceil(math.ceil(total / self.world) / self.batch_size)
 
     def load(self, indices: np.ndarray, valid: np.ndarray) -> dict[str, torch.Tensor]:
-        """Read one planned batch: the arrays come straight from the decoder, no per-sample work."""
-        data = self.reader.read_indices(indices, fields=("prompt", "query", "mask"))
+        """Read one planned batch into fresh tensors (in shared memory inside a worker)."""
+        if self.fast is not None:
+            H, W = self.image_size
+            shared = get_worker_info() is not None
+            pixels = {}
+            for name, tail in (("prompt", (H, W, 3)), ("query", (H, W, 3)), ("mask", (H, W))):
+                t = torch.empty((len(indices), *tail), dtype=torch.uint8)
+                pixels[name] = t.share_memory_() if shared else t
+                self.fast.read_into(name, indices, pixels[name].numpy())
+        else:
+            data = self.reader.read_indices(indices, fields=PIXEL_ARRAYS)
+            pixels = {k: torch.from_numpy(v) for k, v in data.items()}
         return {
-            "prompt": torch.from_numpy(data["prompt"]),
-            "query": torch.from_numpy(data["query"]),
-            "mask": torch.from_numpy(data["mask"]),
+            **pixels,
             "kind": torch.from_numpy(self.kinds[indices]),
             "index": torch.from_numpy(indices),
             "valid": torch.from_numpy(valid),
@@ -239,13 +266,11 @@ def make_loader(
         import multiprocessing as mp
 
         ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    pin = device.type == "cuda"
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
-        pin_memory=pin,
-        pin_memory_device=str(device) if pin else "",
+        pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=prefetch if workers else None,
         multiprocessing_context=ctx,

@@ -238,6 +238,35 @@ def evaluate(
     return out
 
 
+def forward_backward(
+    net: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    swap_allowed: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """One micro-batch already on the device: uint8 -> float, augmentation, forward, backward.
+
+    The loss is averaged over the batch's valid samples and its gradient, times ``scale``
+    (1 / accumulation group size), is added to the parameters' ``.grad``. Returns the detached
+    loss. ``benchmarks/train_step.py`` times exactly this with real and with synthetic batches.
+    """
+    device = batch["prompt"].device
+    prompt, query, mask = batch_to_float(batch, config.size, config.channels_last)
+    prompt, query, mask = augment(
+        prompt, query, mask, batch["kind"], config.aug, swap_allowed, generator
+    )
+    valid = batch["valid"].float()
+    with _autocast(device, config.amp):
+        logits = net(prompt, query)
+    per = per_sample_loss(config.loss, logits, mask)
+    loss = (per * valid).sum() / valid.sum().clamp(min=1)
+    (loss * scale).backward()
+    return loss.detach()
+
+
 def _autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -420,21 +449,12 @@ class _Trainer:
         )
 
     def _micro_step(self, batch: dict[str, torch.Tensor], scale: float, sync: bool) -> torch.Tensor:
-        cfg = self.config
         batch = to_device(batch, self.device)
-        prompt, query, mask = batch_to_float(batch, cfg.size, cfg.channels_last)
-        prompt, query, mask = augment(
-            prompt, query, mask, batch["kind"], cfg.aug, self.swap_allowed, self.gen
-        )
-        valid = batch["valid"].float()
         ctx = contextlib.nullcontext() if sync or self.d.world == 1 else self.net.no_sync()
         with ctx:
-            with _autocast(self.device, cfg.amp):
-                logits = self.net(prompt, query)
-            per = per_sample_loss(cfg.loss, logits, mask)
-            loss = (per * valid).sum() / valid.sum().clamp(min=1)
-            (loss * scale).backward()
-        return loss.detach()
+            return forward_backward(
+                self.net, batch, self.config, self.swap_allowed, self.gen, scale=scale
+            )
 
     def run(self) -> TrainResult:
         cfg, d = self.config, self.d

@@ -17,7 +17,7 @@ from synth.rng import derive
 KINDS = ("blob", "patch", "none")
 
 
-def _textures() -> list[np.ndarray]:
+def load_textures() -> list[np.ndarray]:
     from skimage import data
 
     return [data.brick(), data.grass(), data.gravel()]
@@ -74,7 +74,7 @@ def write_toy_store(
     """Write ``n`` toy triples of ``size`` x ``size`` into a new store at ``url``."""
     layout = zs.Layout(n=n, height=size, width=size, shard_size=shard_size)
     zs.create_store(url, layout, {"kinds": list(KINDS), "toy": {"seed": seed}})
-    textures = _textures()
+    textures = load_textures()
     for shard in range(layout.n_shards):
         start, stop = layout.shard_range(shard)
         triples = [make_triple(i, size, seed, textures) for i in range(start, stop)]

@@ -11,6 +11,7 @@ import torch
 from synth import store as zs
 from synth.errors import ConfigError
 from synth.train.data import StoreBatches, holdout, make_loader, plan_epoch, split_pieces
+from synth.train.fastread import LocalShardReader
 
 CPU = torch.device("cpu")
 
@@ -118,6 +119,21 @@ def test_skip_resumes_at_the_exact_batch(small_store):
     rest = [b["index"] for b in ds]
     assert len(rest) == len(full) - 5
     assert all(torch.equal(a, b) for a, b in zip(full[5:], rest, strict=True))
+
+
+def test_backends_return_identical_batches(small_store):
+    batches = {}
+    for backend in ("direct", "tensorstore", "zarr"):
+        ds = StoreBatches(small_store, 16, seed=3, backend=backend)
+        assert (ds.fast is not None) == (backend == "direct")
+        ds.set_epoch(0)
+        batches[backend] = list(ds)
+    kinds = torch.cat([b["kind"] for b in batches["direct"]])
+    assert (kinds == 2).any()  # "none" samples: all-zero masks, chunks never written
+    for other in ("tensorstore", "zarr"):
+        for a, b in zip(batches["direct"], batches[other], strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    assert LocalShardReader.open("s3://bucket/store.zarr", ("prompt",)) is None
 
 
 def test_missing_shard_is_refused(tmp_path):

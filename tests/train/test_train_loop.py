@@ -38,9 +38,9 @@ def _losses(out: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def trained(toy_store, tmp_path_factory):
-    """100 steps on the toy store, plus the same model's validation before any training."""
+    """200 steps on the toy store, plus the same model's validation before any training."""
     out = tmp_path_factory.mktemp("run")
-    cfg = _config(toy_store, out, size=64, batch_size=8, epochs=10, max_steps=100, val_fraction=0.2)
+    cfg = _config(toy_store, out, size=64, batch_size=8, epochs=10, max_steps=200, val_fraction=0.2)
     torch.manual_seed(cfg.seed)
     from synth.model import MetaUAS
 
@@ -64,11 +64,11 @@ def trained(toy_store, tmp_path_factory):
 @pytest.mark.slow
 def test_training_takes_pixel_auroc_well_above_chance(trained):
     result, before, out = trained
-    assert result.step == 100
+    assert result.step == 200
     assert before["pixel_auroc"] < 0.8 and before["pixel_ap"] < 0.3
     assert result.val["pixel_auroc"] > 0.85
     assert result.val["pixel_ap"] > 0.4
-    assert json.loads((out / "result.json").read_text())["step"] == 100
+    assert json.loads((out / "result.json").read_text())["step"] == 200
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("val/pixel_auroc" in r for r in records)
     assert all(r["samples_per_s"] > 0 for r in records if "loss" in r)

@@ -1,0 +1,341 @@
+"""Build throughput: synth's shard tasks vs the naive per-triple PNG script, same run.
+
+Both sides make the same triples (same specs, same edit functions) at 256x256 from a
+COCO-format source and pay for decoding the sources, the edits, encoding and writing:
+
+- **naive**: a Python loop that, per triple, opens the source images with PIL, decodes the
+  annotations with pycocotools' ``COCO.annToMask``, resizes with PIL, runs the same edit and
+  writes prompt/query/mask as three PNG files with PIL (``../shared/docs/benchmarks.md``);
+- **synth, 1 core**: ``make_shard`` + ``write_shard`` in this process (one worker's work);
+- **synth, 1 vs 2 workers**: shard tasks on a warm local Dask cluster (scaling).
+
+Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported.
+
+    python benchmarks/build.py                       # ../shared/data/coco64 if present
+    python benchmarks/build.py --coco DIR --repeat 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from synth.manifest import parse_manifest  # noqa: E402
+
+SHARED_COCO = REPO.parent / "shared" / "data" / "coco64"
+SHARED_TEX = REPO.parent / "shared" / "data" / "textures"
+
+
+def _fixture(tmp: Path) -> tuple[Path, Path, Path]:
+    """COCO-format images (640x480 JPEG) + polygons from scikit-image photos, and textures."""
+    import cv2
+    from skimage import data
+
+    img_dir, tex_dir = tmp / "images", tmp / "textures"
+    img_dir.mkdir(parents=True)
+    tex_dir.mkdir()
+    names = [
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+    ]
+    images, anns = [], []
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names * 4):
+        img = cv2.resize(getattr(data, name)(), (640, 480), interpolation=cv2.INTER_AREA)
+        fn = f"{i:04d}-{name}.jpg"
+        cv2.imwrite(str(img_dir / fn), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        images.append({"id": i + 1, "file_name": fn, "height": 480, "width": 640})
+        for k in range(4):
+            cx, cy = rng.uniform(100, 540), rng.uniform(100, 380)
+            rx, ry = rng.uniform(30, 90), rng.uniform(30, 90)
+            t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+            poly = np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1).ravel().round(1)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1 + k % 2,
+                    "segmentation": [poly.tolist()],
+                    "area": float(np.pi * rx * ry),
+                    "bbox": [cx - rx, cy - ry, 2 * rx, 2 * ry],
+                    "iscrowd": 0,
+                }
+            )
+    ann_file = tmp / "instances.json"
+    ann_file.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            }
+        )
+    )
+    for name in ("brick", "grass", "gravel"):
+        cv2.imwrite(str(tex_dir / f"{name}.png"), getattr(data, name)())
+    return ann_file, img_dir, tex_dir
+
+
+def _manifest(ann_file: Path, img_dir: Path, tex_dir: Path, n: int, shard: int, size: int):
+    return parse_manifest(
+        {
+            "name": "bench",
+            "seed": 0,
+            "n": n,
+            "size": size,
+            "shard_size": shard,
+            "sources": {
+                "images": [
+                    {
+                        "name": "coco",
+                        "kind": "coco",
+                        "ann_file": str(ann_file),
+                        "image_root": str(img_dir),
+                    }
+                ],
+                "textures": [{"name": "tex", "kind": "folder", "root": str(tex_dir)}],
+            },
+        },
+        base_dir=None,
+    )
+
+
+def naive_build(manifest, out: Path, indices: range) -> None:
+    """What a researcher writes first: PIL + COCO API + the same edit + three PNGs per triple."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    from synth.edits import EDITS, EditInputs, make_params
+    from synth.edits.inpaint import create_inpainter
+    from synth.sample import sample_spec
+    from synth.sources.base import Instance, SourceImage
+
+    spec_src = manifest.images[0].options
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(spec_src["ann_file"])
+    catalog = _naive_catalog(manifest)
+    src = catalog.images[0]
+    tex_files = sorted(Path(manifest.textures[0].options["root"]).iterdir())
+    H, W = manifest.size
+    inpainter = create_inpainter(dict(manifest.inpainter))
+
+    by_name = {im["file_name"]: im for im in coco.dataset["images"]}
+
+    def load(ref) -> SourceImage:
+        fn = src.index.file_name(ref.index)
+        info = by_name[fn]
+        img = Image.open(Path(spec_src["image_root"]) / fn).convert("RGB")
+        arr = np.asarray(img.resize((W, H), Image.BILINEAR))
+        insts = []
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=info["id"], iscrowd=False)):
+            m = Image.fromarray(coco.annToMask(ann) * 255).resize((W, H), Image.NEAREST)
+            mk = np.asarray(m) > 0
+            if mk.any():
+                insts.append(Instance(mk, ann["category_id"], ann["id"]))
+        return SourceImage(fn, arr, tuple(insts))
+
+    for i in indices:
+        spec = sample_spec(manifest, catalog, i)
+        tex = None
+        if spec.texture:
+            t = Image.open(tex_files[spec.texture.index]).convert("RGB")
+            tex = np.asarray(t.resize((W, H), Image.BILINEAR))
+        inputs = EditInputs(
+            load(spec.base), load(spec.donor) if spec.donor else None, tex, inpainter
+        )
+        rng = np.random.Generator(np.random.PCG64(spec.seed))
+        try:
+            res = EDITS[spec.kind].fn(
+                inputs, rng, make_params(spec.kind, manifest.edits.get(spec.kind))
+            )
+        except Exception:
+            continue
+        Image.fromarray(res.prompt).save(out / f"{i:07d}_prompt.png")
+        Image.fromarray(res.query).save(out / f"{i:07d}_query.png")
+        Image.fromarray(res.mask * 255).save(out / f"{i:07d}_mask.png")
+
+
+_NAIVE_CATALOG: dict[str, object] = {}
+
+
+def _naive_catalog(manifest):
+    from synth.sample import Catalog
+
+    key = manifest.fingerprint()
+    if key not in _NAIVE_CATALOG:
+        _NAIVE_CATALOG[key] = Catalog.open(manifest)
+    return _NAIVE_CATALOG[key]
+
+
+def synth_one_core(manifest, url: str, shards: range) -> None:
+    """One worker's work: make and write whole shards in this process (no Dask overhead)."""
+    from synth import store as zs
+    from synth.build import make_shard
+
+    for s in shards:
+        arrays, record = make_shard(manifest, s)
+        zs.write_shard(url, s, arrays, record)
+
+
+def synth_cluster(client, manifest, url: str, shards: list[int]) -> None:
+    from distributed import wait
+
+    from synth.build import build_shard_task
+
+    payload = manifest.to_dict()
+    futs = client.map(
+        build_shard_task, [payload] * len(shards), [url] * len(shards), shards, pure=False
+    )
+    wait(futs)
+    for f in futs:
+        f.result()
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--coco", type=Path, default=None, help="COCO dir with images/ + annotations/")
+    ap.add_argument("--textures", type=Path, default=None)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--triples", type=int, default=64, help="triples per timed run")
+    ap.add_argument("--shard", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 worker runs")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from synth import store as zs
+    from synth.build import layout_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
+    try:
+        if args.coco is None and SHARED_COCO.is_dir():
+            args.coco = SHARED_COCO
+            args.textures = args.textures or SHARED_TEX
+        if args.coco is not None:
+            ann = args.coco / "annotations" / "instances.json"
+            img_dir, tex_dir = args.coco / "images", args.textures
+            source = f"COCO-format {args.coco}"
+        else:
+            ann, img_dir, tex_dir = _fixture(tmp / "fixture")
+            source = "generated COCO-format fixture (640x480 JPEG)"
+        n = args.triples
+        m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size)
+        n_shards = layout_for(m).n_shards
+        naive_s, synth_s = [], []
+        for rep in range(args.repeat + 1):  # rep 0 = warm-up
+            out = tmp / f"naive{rep}"
+            out.mkdir()
+            t0 = time.perf_counter()
+            naive_build(m, out, range(n))
+            t_naive = time.perf_counter() - t0
+            url = str(tmp / f"s{rep}.zarr")
+            zs.create_store(url, layout_for(m), {"kinds": []})
+            t0 = time.perf_counter()
+            synth_one_core(m, url, range(n_shards))
+            t_synth = time.perf_counter() - t0
+            if rep:
+                naive_s.append(n / t_naive)
+                synth_s.append(n / t_synth)
+            shutil.rmtree(out)
+            shutil.rmtree(url)
+            print(
+                f"  run {rep}{' (warm-up)' if rep == 0 else ''}: naive {n / t_naive:6.1f}  "
+                f"synth {n / t_synth:6.1f} triples/s",
+                flush=True,
+            )
+        scaling = {}
+        if not args.no_scaling:
+            from distributed import Client, LocalCluster
+
+            big = _manifest(ann, img_dir, tex_dir, 4 * n, args.shard, args.size)
+            shards = list(range(layout_for(big).n_shards))
+            for workers in (1, 2):
+                with (
+                    LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                    ) as cl,
+                    Client(cl) as c,
+                ):
+                    rates = []
+                    for rep in range(args.repeat + 1):
+                        url = str(tmp / f"w{workers}-{rep}.zarr")
+                        zs.create_store(url, layout_for(big), {"kinds": []})
+                        t0 = time.perf_counter()
+                        synth_cluster(c, big, url, shards if rep else shards[:workers])
+                        dt = time.perf_counter() - t0
+                        if rep:
+                            rates.append(4 * n / dt)
+                        shutil.rmtree(url)
+                    scaling[workers] = _stats(rates)
+                    print(
+                        f"  {workers} worker(s): {scaling[workers]['median']:.1f} triples/s",
+                        flush=True,
+                    )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ns, ss = _stats(naive_s), _stats(synth_s)
+    ratio = ss["median"] / ns["median"]
+    print(
+        f"\nsource: {source}; {n} triples of {args.size}x{args.size} per run, default mix, "
+        f"median of {args.repeat} (min-max)"
+    )
+    print(f"{'side':<22}{'triples/s/core':>16}{'min-max':>18}")
+    print(f"{'naive PIL+PNG loop':<22}{ns['median']:>16.1f}{ns['min']:>9.1f}-{ns['max']:<8.1f}")
+    print(f"{'synth shard task':<22}{ss['median']:>16.1f}{ss['min']:>9.1f}-{ss['max']:<8.1f}")
+    result = {
+        "naive": ns,
+        "synth": ss,
+        "ratio": ratio,
+        "size": args.size,
+        "triples": n,
+        "source": source,
+    }
+    if scaling:
+        sc = scaling[2]["median"] / scaling[1]["median"]
+        for w in (1, 2):
+            print(
+                f"{f'dask {w} worker(s)':<22}{scaling[w]['median']:>16.1f}"
+                f"{scaling[w]['min']:>9.1f}-{scaling[w]['max']:<8.1f}  (total, not per core)"
+            )
+        result["scaling"] = {"1": scaling[1], "2": scaling[2], "speedup": sc}
+    line = f"build: {ss['median']:.1f} triples/s/core, {ratio:.1f}x naive baseline"
+    if scaling:
+        line += f", {result['scaling']['speedup']:.2f}x from 1 to 2 workers"
+    print(line + f" (median of {args.repeat})")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The command line: preview on the fly and from a store, info, verify, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from synth.build import build
+from synth.cli import main
+from synth.manifest import load_manifest
+from tests.conftest import write_manifest
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    m = load_manifest(write_manifest(d / "m.yaml", n=12))
+    url = d / "s.zarr"
+    build(m, str(url), workers=1, progress=False)
+    return url
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_preview_on_the_fly_png_and_gallery(tmp_path):
+    out, gal = tmp_path / "p.png", tmp_path / "gal"
+    r = _run(
+        "preview",
+        "--source",
+        "samples",
+        "-n",
+        "4",
+        "-o",
+        str(out),
+        "--html",
+        str(gal),
+        "--size",
+        "48x64",
+        "--cols",
+        "2",
+    )
+    assert r.exit_code == 0, r.output
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 2 * 48 and img.shape[1] > 2 * 3 * 64
+    page = (gal / "index.html").read_text()
+    assert page.count("<tr>") == 5  # header + 4 triples
+    for src in re.findall(r'src="([^"]+)"', page):
+        assert (gal / src).is_file()
+
+
+def test_preview_kinds_filter_shows_only_those(tmp_path):
+    gal = tmp_path / "g"
+    r = _run(
+        "preview",
+        "-n",
+        "6",
+        "-o",
+        str(tmp_path / "p.png"),
+        "--html",
+        str(gal),
+        "--kinds",
+        "cutpaste,none",
+        "--size",
+        "48",
+    )
+    assert r.exit_code == 0, r.output
+    kinds = re.findall(r"<b>([a-z_]+)</b>", (gal / "index.html").read_text())
+    assert len(kinds) == 6 and set(kinds) <= {"cutpaste", "none"}
+
+
+def test_preview_from_store(store, tmp_path):
+    out = tmp_path / "s.png"
+    r = _run("preview", str(store), "-n", "4", "-o", str(out), "--seed", "1")
+    assert r.exit_code == 0, r.output
+    assert "4 triples" in r.output and cv2.imread(str(out)) is not None
+
+
+def test_info_reports_counts_and_provenance(store):
+    r = _run("info", str(store))
+    assert r.exit_code == 0, r.output
+    assert "samples    12 / 12 at 64x64" in r.output
+    assert "manifest   test" in r.output and "mask area" in r.output
+    r = _run("info", str(store), "--json")
+    assert '"samples_present": 12' in r.output
+
+
+def test_verify_passes_then_catches_a_tampered_mask(store, tmp_path):
+    r = _run("verify", str(store), "--spot-checks", "4")
+    assert r.exit_code == 0 and "0 problem(s)" in r.output, r.output
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(store, bad)
+    g = zarr.open_group(str(bad), mode="r+")
+    areas = g["meta/mask_area"][:]
+    i = int(np.argmax(areas))
+    g["mask"][i] = np.zeros_like(g["mask"][i])
+    r = CliRunner().invoke(main, ["verify", str(bad), "--spot-checks", "4"])
+    assert r.exit_code == 1
+    assert f"mask_area wrong for samples [{i}]" in r.output
+
+
+def test_bad_manifest_is_one_line_error(tmp_path):
+    p = write_manifest(tmp_path / "bad.yaml", mix={"none": 0.5})
+    r = CliRunner().invoke(main, ["build", str(p), "-o", str(tmp_path / "x.zarr")])
+    assert r.exit_code == 2
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "bad.yaml: mix: probabilities sum to 0.5" in errors[0]
+    assert "Traceback" not in r.output
+
+
+def test_not_a_store_is_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "nothing.zarr")])
+    assert r.exit_code == 2 and r.output.startswith("error: ")

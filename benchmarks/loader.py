@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+# PIL arrays are read-only; the baseline only reads them (workers re-run this module).
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

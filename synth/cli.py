@@ -413,7 +413,10 @@ def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str)
 )
 @click.option("--categories", default=None, help="Comma list; default all.")
 @click.option(
-    "--size", default=None, help="Evaluation size, 256 or HxW; default the model's input size."
+    "--size",
+    default=None,
+    help="Size the model runs at and metrics are computed at, 256 or HxW (paper: MVTec 256, "
+    "VisA 512); default the model's training size.",
 )
 @click.option(
     "--prompt-seed", default="0", show_default=True, help="Seeds of the random prompt, e.g. 1,3,5."
@@ -475,7 +478,7 @@ def eval_cmd(
     seeds = parse_seeds(prompt_seed)
     eval_size = parse_size(size)
     cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    model = predictor_mod.load_predictor(checkpoint, device=device)
+    model = predictor_mod.load_predictor(checkpoint, device=device, size=eval_size)
     result = run_eval(
         model,
         dataset,

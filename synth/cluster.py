@@ -506,28 +506,36 @@ def local_cluster_kwargs(recipe: ClusterRecipe) -> dict[str, Any]:
     """``LocalCluster`` arguments: processes, loopback-only unless the recipe says otherwise."""
     security = recipe.dask_security()
     memory = recipe.memory_limit or "auto"
+    host = recipe.host or "127.0.0.1"
+    http = _http_options(recipe, host)
     return {
         "n_workers": recipe.workers,
         "threads_per_worker": recipe.threads_per_worker,
         "processes": True,
-        "host": recipe.host or "127.0.0.1",
-        "dashboard_address": _dashboard_address(recipe),
+        "host": host,
+        "dashboard_address": http["dashboard_address"] if http["dashboard"] else None,
+        "scheduler_kwargs": http,
         "memory_limit": 0 if memory in ("none", "0") else memory,
         "security": security,
         "protocol": "tls://" if security is not None else None,
     }
 
 
-def _dashboard_address(recipe: ClusterRecipe) -> str | None:
-    """The dashboard binds to loopback on a free port, and only when bokeh can serve it."""
+def _http_options(recipe: ClusterRecipe, host: str | None) -> dict[str, Any]:
+    """Scheduler HTTP options: the dashboard on loopback and a free port, if bokeh is there.
+
+    The scheduler serves ``/health`` and metrics even without a dashboard, on port 8787 of
+    every interface unless told otherwise; a disabled dashboard still gets a loopback port.
+    """
     addr = recipe.dashboard_address
+    fallback = f"{host or '127.0.0.1'}:0"
     if addr is not None and addr.lower() in ("none", "", "off"):
-        return None
+        return {"dashboard": False, "dashboard_address": fallback}
     try:
         import bokeh  # noqa: F401
     except ImportError:
-        return None
-    return addr or "127.0.0.1:0"
+        return {"dashboard": False, "dashboard_address": fallback}
+    return {"dashboard": True, "dashboard_address": addr or "127.0.0.1:0"}
 
 
 def slurm_kwargs(recipe: ClusterRecipe) -> dict[str, Any]:
@@ -541,7 +549,7 @@ def slurm_kwargs(recipe: ClusterRecipe) -> dict[str, Any]:
         memory = f"{parse_bytes(recipe.memory_limit) * ppj}B"
     prologue = [f"export {k}={shlex.quote(v)}" for k, v in (recipe.env or {}).items()]
     prologue += list(recipe.job_script_prologue or ())
-    scheduler_options: dict[str, Any] = {"dashboard_address": _dashboard_address(recipe)}
+    scheduler_options: dict[str, Any] = _http_options(recipe, recipe.host)
     if recipe.host is not None:
         scheduler_options["host"] = recipe.host
     kwargs: dict[str, Any] = {
@@ -657,8 +665,10 @@ def open_client(recipe: ClusterRecipe) -> Iterator[Any]:
                 recipe.scheduler_address, security=recipe.dask_security(), timeout=timeout
             )
         except OSError as e:
+            trust = " and trusts these TLS certificates" if recipe.security is not None else ""
             raise SynthError(
-                f"--scheduler {recipe.scheduler_address}: cannot connect ({e}); is it running?"
+                f"--scheduler {recipe.scheduler_address}: cannot connect ({e}); "
+                f"check that it is running{trust}"
             ) from e
         with client:
             yield client

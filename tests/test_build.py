@@ -20,7 +20,7 @@ from synth.build import build, make_shard
 from synth.errors import SynthError
 from synth.info import verify_store
 from synth.manifest import load_manifest
-from tests.conftest import store_digest, write_manifest
+from tests.conftest import free_port, store_digest, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -110,12 +110,6 @@ def test_partial_build_then_resume_equals_reference(reference, manifest_path, tm
     assert store_digest(out) == store_digest(url)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_port(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -138,7 +132,7 @@ def _wait_for(pred, timeout: float = 120, step: float = 0.05) -> bool:
 @pytest.fixture()
 def external_cluster():
     """A real `dask scheduler` and two `dask worker` processes (no nanny) on 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [
         subprocess.Popen(
@@ -294,26 +288,6 @@ def test_corrupt_inputs_are_skipped_listed_and_strict_fails(tmp_path):
     assert verify_store(str(tmp_path / "c.zarr")).ok
     with pytest.raises(SynthError, match="sample"):
         build(m, str(tmp_path / "strict.zarr"), workers=1, progress=False, strict=True)
-
-
-@pytest.fixture()
-def moto_s3():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port())
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._port}"
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket="synth-test")
-    yield endpoint
-    server.stop()
 
 
 def test_s3_output_against_moto(moto_s3, reference, manifest_path, monkeypatch):

@@ -1,7 +1,8 @@
 """Object-removal backends implementing the ``Inpainter`` protocol, and their factory.
 
-Backends are keyed by a short ``kind``; heavy ones (e.g. a TorchScript model) should import
-their dependencies inside their constructor so that the OpenCV path never pays for them.
+Backends are keyed by a short ``kind``; heavy ones (the TorchScript and ONNX models of
+``inpaint_torch.py``) import their dependencies only when they first run, so that the OpenCV
+path never pays for them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 
 from synth.edits.base import Inpainter
+from synth.edits.inpaint_torch import OnnxInpainter, TorchScriptInpainter
 from synth.errors import ConfigError
 
 _METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
@@ -60,8 +62,13 @@ class OpenCVInpainter:
         return f"OpenCVInpainter(method={self.method!r}, radius={self.radius})"
 
 
-#: kind -> constructor taking the spec's remaining keys as keyword arguments.
-INPAINTERS: dict[str, Callable[..., Inpainter]] = {"opencv": OpenCVInpainter}
+#: kind -> constructor taking the spec's remaining keys as keyword arguments. The learned
+#: backends import torch / onnxruntime only when they first run (``inpaint_torch.py``).
+INPAINTERS: dict[str, Callable[..., Inpainter]] = {
+    "opencv": OpenCVInpainter,
+    "torchscript": TorchScriptInpainter,
+    "onnx": OnnxInpainter,
+}
 
 
 def create_inpainter(spec: dict[str, Any] | None) -> Inpainter:

@@ -39,8 +39,13 @@ class Predictor(Protocol):
         ...
 
 
-def load_predictor(checkpoint: str, device: str = "auto") -> Predictor:
-    """Load the trainer's model from a checkpoint (torch is imported only here)."""
+def load_predictor(
+    checkpoint: str, device: str = "auto", size: tuple[int, int] | None = None
+) -> Predictor:
+    """Load the trainer's model from a checkpoint (torch is imported only here).
+
+    ``size`` makes the model run at that input size instead of its training size.
+    """
     from synth.train.predictor import ModelPredictor
 
-    return ModelPredictor.from_checkpoint(checkpoint, device=device)
+    return ModelPredictor.from_checkpoint(checkpoint, device=device, size=size)

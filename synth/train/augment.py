@@ -127,7 +127,9 @@ def sample_params(
     def coin(p: float) -> torch.Tensor:
         return torch.rand(n, generator=g, device=dev) < p
 
-    swap = coin(cfg.swap_p) & swap_allowed[kinds.clamp(min=0)] & (kinds >= 0)
+    K = len(swap_allowed)
+    known = (kinds >= 0) & (kinds < K)  # unset kinds (-1) never swap
+    swap = coin(cfg.swap_p) & swap_allowed[kinds.clamp(0, K - 1)] & known
     flip = 0.5 if cfg.flip else 0.0
     hflip, vflip, transpose = coin(flip), coin(flip), coin(flip)
 

@@ -17,8 +17,9 @@ returns them in plan order, a run is reproducible with any worker count, and res
 
 Reading (``backend``): for a local store ``direct`` (``synth.train.fastread``) decodes each
 sample's zstd chunk from the memory-mapped shard straight into the batch tensor, which a worker
-allocates in shared memory, so the batch crosses to the training process without a copy; it
-runs at the codec's speed. Remote stores use one sorted ``StoreReader.read_indices`` call per
+allocates in shared memory, so the batch crosses to the training process without a copy (what
+remains above the raw codec cost is mostly faulting in those fresh shared pages). Remote
+stores use one sorted ``StoreReader.read_indices`` call per
 batch (tensorstore: decoded in C++ threads; zarr-python is an order of magnitude slower, see
 ``benchmarks/loader.py``). ``auto`` picks the first that applies. Workers are started with
 ``forkserver`` (never a fork of a process whose tensorstore threads are running) and persist

@@ -4,10 +4,10 @@ The store's pixel arrays use the portable Zarr v3 layout written by ``synth.stor
 ``sharding_indexed`` shard per file, inner chunks of one sample, ``bytes`` + ``zstd`` inside,
 the shard index (offset, length pairs, then a crc32c) at the end of the file. For a local store
 in exactly that layout this reader memory-maps each shard file, looks the sample up in the
-index and zstd-decodes it *into* the caller's array: no intermediate buffer, no per-chunk
-machinery, so a loader core runs at the codec's speed (``benchmarks/loader.py``). Anything else
-(remote URLs, other codecs, other chunking) is declined at ``open`` and the caller falls back
-to ``StoreReader`` (tensorstore).
+index and zstd-decodes it *into* the caller's array: no intermediate buffer and no per-chunk
+machinery beyond one codec call, so decoding runs at the codec's speed (``benchmarks/loader.py``
+measures the whole loader). Anything else (remote URLs, other codecs, other chunking) is
+declined at ``open`` and the caller falls back to ``StoreReader`` (tensorstore).
 
 The index checksum is not verified here; a corrupt chunk still fails loudly in zstd.
 """

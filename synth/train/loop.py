@@ -461,7 +461,7 @@ class _Trainer:
         accum, n_batches = cfg.grad_accum, self.batches_per_epoch
         window_loss = torch.zeros((), device=self.device)
         window_steps, window_samples, t0 = 0, 0, time.perf_counter()
-        stop = False
+        stop = bool(cfg.max_steps) and self.step >= cfg.max_steps
         bar = None
         self.net.train()
         while self.epoch < cfg.epochs and not stop:
@@ -500,16 +500,18 @@ class _Trainer:
                     window_loss.zero_()
                     window_steps, window_samples, t0 = 0, 0, time.perf_counter()
                 stop = bool(cfg.max_steps) and self.step >= cfg.max_steps
-                if end_of_epoch:
-                    self.epoch, self.batch_pos = self.epoch + 1, 0
+                paused = time.perf_counter()  # validation and checkpoints are not throughput
                 if (cfg.val_every and self.step % cfg.val_every == 0) or (
                     not cfg.val_every and end_of_epoch
                 ):
                     self._validate()
+                if end_of_epoch:
+                    self.epoch, self.batch_pos = self.epoch + 1, 0
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or (
                     not cfg.ckpt_every and end_of_epoch
                 ):
                     self._checkpoint()
+                t0 += time.perf_counter() - paused
                 if stop:
                     break
             if bar is not None:

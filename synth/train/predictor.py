@@ -33,21 +33,34 @@ class ModelPredictor:
         model: a ``synth.model.MetaUAS`` (put in eval mode and moved to ``device`` here).
         device: where to run.
         batch_size: pairs per forward pass (bounds memory for long inputs).
+        size: (H, W) the model runs at; default its training size. The network is fully
+            convolutional apart from the attention over positions, so it runs at any size
+            divisible by 32 (the paper evaluates VisA at 512 with a model trained at 256).
     """
 
-    def __init__(self, model, device: torch.device | str = "cpu", batch_size: int = 32):
+    def __init__(
+        self,
+        model,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+        size: tuple[int, int] | None = None,
+    ):
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         s = model.config.size
-        self.size: tuple[int, int] = (s, s)
+        self.size: tuple[int, int] = tuple(size) if size else (s, s)
+        if self.size[0] % 32 or self.size[1] % 32:
+            raise SynthError(f"model input size {self.size}: use multiples of 32")
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str = "auto") -> ModelPredictor:
+    def from_checkpoint(
+        cls, path: str, device: str = "auto", size: tuple[int, int] | None = None
+    ) -> ModelPredictor:
         """Load a ``synth train`` checkpoint (``weights_only``: loading never runs code)."""
         if not Path(path).is_file():
             raise SynthError(f"{path}: no such checkpoint file")
-        return cls(build_model(load_checkpoint(path)), resolve_device(device))
+        return cls(build_model(load_checkpoint(path)), resolve_device(device), size=size)
 
     def _to_input(self, images: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(images), device=self.device)

@@ -13,8 +13,8 @@ from synth.evaluation import predictor as predictor_mod
 def _patch(monkeypatch, fake):
     seen = {}
 
-    def load(checkpoint, device="auto"):
-        seen.update(checkpoint=checkpoint, device=device)
+    def load(checkpoint, device="auto", size=None):
+        seen.update(checkpoint=checkpoint, device=device, size=size)
         return fake
 
     monkeypatch.setattr(predictor_mod, "load_predictor", load)
@@ -48,7 +48,7 @@ def test_eval_prints_table_and_writes_files(monkeypatch, fake_predictor, mvtec_t
     ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    assert seen == {"checkpoint": "model.ckpt", "device": "cpu"}
+    assert seen == {"checkpoint": "model.ckpt", "device": "cpu", "size": None}
     assert "convention: paper (MetaUAS code)" in r.stdout
     assert "| category | I-ROC | I-PR | I-F1max | P-ROC | P-PR | P-F1max | P-PRO |" in r.stdout
     assert "| cable |" in r.stdout and "| **mean** |" in r.stdout and "bottle" not in r.stdout

@@ -44,13 +44,19 @@ def test_hard_alignment_undoes_a_permutation_of_positions():
     assert out.shape == q.shape
 
 
-def test_encoder_weights_from_a_local_file(tmp_path):
+@pytest.mark.parametrize("suffix", ["pth", "safetensors"])
+def test_encoder_weights_from_a_local_file(tmp_path, suffix):
     import timm
 
     torch.manual_seed(1)
     full = timm.create_model("resnet18", pretrained=False)
-    path = tmp_path / "resnet18.pth"
-    torch.save(full.state_dict(), path)
+    path = tmp_path / f"resnet18.{suffix}"
+    if suffix == "pth":
+        torch.save({"state_dict": full.state_dict()}, path)  # a wrapped training checkpoint
+    else:
+        from safetensors.torch import save_file
+
+        save_file(full.state_dict(), str(path))
     model = MetaUAS(ModelConfig(**TINY), encoder_weights=str(path))
     got = model.encoder.body.state_dict()
     assert torch.equal(got["conv1.weight"], full.state_dict()["conv1.weight"])
@@ -67,3 +73,16 @@ def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="decoder_channels"):
         MetaUAS(ModelConfig(encoder="resnet18", size=64, decoder_channels=(8, 8)))
     assert ModelConfig.from_dict(ModelConfig(**TINY).to_dict()) == ModelConfig(**TINY)
+
+
+def test_unusable_weights_files_are_clear_errors(tmp_path):
+    import timm
+
+    from synth.errors import SynthError
+
+    wrong = tmp_path / "resnet34.pth"
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), wrong)
+    with pytest.raises(SynthError, match="not a checkpoint of timm's resnet18"):
+        MetaUAS(ModelConfig(**TINY), encoder_weights=str(wrong))
+    with pytest.raises(SynthError, match="no such file"):
+        MetaUAS(ModelConfig(**TINY), encoder_weights=str(tmp_path / "missing.pth"))

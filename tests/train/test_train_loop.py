@@ -66,8 +66,8 @@ def test_training_takes_pixel_auroc_well_above_chance(trained):
     result, before, out = trained
     assert result.step == 200
     assert before["pixel_auroc"] < 0.8 and before["pixel_ap"] < 0.3
-    assert result.val["pixel_auroc"] > 0.85
-    assert result.val["pixel_ap"] > 0.4
+    assert result.val["pixel_auroc"] > 0.88
+    assert result.val["pixel_ap"] > 0.5
     assert json.loads((out / "result.json").read_text())["step"] == 200
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("val/pixel_auroc" in r for r in records)
@@ -220,3 +220,20 @@ def test_ddp_gloo_two_processes_run_one_epoch(small_store, tmp_path):
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ckpt["world"] == 2 and len(ckpt["rng"]["aug"]) == 2
     assert not torch.equal(ckpt["rng"]["aug"][0], ckpt["rng"]["aug"][1])
+
+
+def test_train_cli_is_a_thin_wrapper(small_store, tmp_path):
+    out = tmp_path / "cli"
+    args = ["train", small_store, "--out", str(out), "--encoder", "resnet18", "--size", "32"]
+    args += ["--decoder-channels", "32,16,16,8,8", "--batch-size", "8", "--max-steps", "2"]
+    args += ["--workers", "0", "--no-progress", "--val-fraction", "0.2", "--swap-kinds", "blob"]
+    args += ["--scale", "0.9,1.1", "--loss", "bce+dice", "--device", "cpu"]
+    with pytest.warns(UserWarning, match="random weights"):
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output and "pixel_auroc" in result.output
+    saved = TrainConfig.load(out / "config.json")
+    assert saved.aug.scale == (0.9, 1.1) and saved.aug.swap_kinds == ("blob",)
+    assert saved.loss == "bce+dice" and saved.max_steps == 2
+    bad = CliRunner().invoke(cli, [*args[:3], str(tmp_path / "other"), "--val-fraction", "1.5"])
+    assert bad.exit_code == 2 and "val_fraction" in bad.output

@@ -22,7 +22,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP_RUN)
 	$(BIN)/synth build manifests/demo.yaml -o $(DEMO_STORE) --workers 2 --overwrite
-	$(BIN)/synth preview $(DEMO_STORE) -n 16 -o demo-preview.png --html demo-gallery
+	$(BIN)/synth preview $(DEMO_STORE) -n 18 --by-kind -o demo-preview.png --html demo-gallery
 
 test: $(STAMP_DEV)
 	$(BIN)/ruff check .

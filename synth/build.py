@@ -122,7 +122,7 @@ def _peak_rss_mb() -> float:
 
 def layout_for(manifest: Manifest) -> zstore.Layout:
     H, W = manifest.size
-    return zstore.Layout(manifest.n, H, W, manifest.shard_size, manifest.zstd_level)
+    return zstore.Layout(manifest.n, H, W, manifest.shard_size, manifest.codec)
 
 
 def versions() -> dict[str, str]:

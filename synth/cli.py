@@ -74,7 +74,9 @@ _storage_option = click.option(
     help="YAML cluster recipe (pipelines/slurm.yaml); options given here override it.",
 )
 @click.option("--workers", type=int, default=None, help="Total Dask worker processes [default: 2].")
-@click.option("--threads-per-worker", type=int, default=None, help="[default: 1]")
+@click.option(
+    "--threads-per-worker", type=int, default=None, help="Threads per worker process [default: 1]."
+)
 @click.option(
     "--scheduler",
     default=None,
@@ -191,6 +193,7 @@ def build(
 @click.option("--kinds", default=None, help="On the fly: only these edit kinds (comma list).")
 @click.option("--size", default=None, help="On the fly: output size, 256 or HxW.")
 @click.option("--cols", default=2, show_default=True)
+@click.option("--by-kind", is_flag=True, help="Store: show every edit kind, round-robin.")
 @_storage_option
 def preview(
     target: str | None,
@@ -202,6 +205,7 @@ def preview(
     kinds: str | None,
     size: str | None,
     cols: int,
+    by_kind: bool,
     storage_option: tuple[str, ...],
 ) -> None:
     """Render triples as a PNG grid: from a STORE, a MANIFEST (.yaml), or --source on the fly."""
@@ -211,8 +215,15 @@ def preview(
     if target and not target.endswith((".yaml", ".yml")):
         from synth.store import read_attrs
 
-        n_total = read_attrs(target, storage_options=opts)["layout"]["n"]
-        items = pv.items_from_store(target, pv.pick_indices(n_total, n, seed), opts)
+        if by_kind:
+            from synth.store import StoreReader
+
+            kinds = StoreReader(target, storage_options=opts).meta()["kind"]
+            indices = pv.pick_by_kind(kinds, n)
+        else:
+            n_total = read_attrs(target, storage_options=opts)["layout"]["n"]
+            indices = pv.pick_indices(n_total, n, seed)
+        items = pv.items_from_store(target, indices, opts)
         title = f"synth preview: {target}"
     else:
         m = _preview_manifest(target, source, n, seed, kinds, size)

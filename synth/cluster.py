@@ -27,10 +27,8 @@ from synth.errors import ConfigError, SynthError
 
 KINDS = ("local", "scheduler", "slurm", "k8s")
 
-#: Options valid for every backend.
-_COMMON = frozenset({"kind", "workers", "threads_per_worker"})
-
-#: Options that only some backends understand, with the backends that do.
+#: Options that only some backends understand, with the backends that do; ``kind``,
+#: ``workers`` and ``threads_per_worker`` are valid everywhere.
 _OWNERS: dict[str, tuple[str, ...]] = {
     "memory_limit": ("local", "slurm", "k8s"),
     "host": ("local", "slurm"),
@@ -466,7 +464,9 @@ def load_recipe(
             "pick one or drop --cluster"
         )
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    data["kind"] = kind or file_kind or ("scheduler" if data.get("scheduler_address") else "local")
+    data["kind"] = (
+        kind or data.get("kind") or ("scheduler" if data.get("scheduler_address") else "local")
+    )
     try:
         return ClusterRecipe.from_mapping(data)
     except ConfigError as e:
@@ -476,7 +476,9 @@ def load_recipe(
 
 
 def parse_cluster_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``--cluster-option KEY=VALUE`` pairs; values are YAML scalars (``8`` is a number)."""
+    """``--cluster-option KEY=VALUE`` pairs: counts, lists and mappings parse as YAML, the rest
+    stays text (so ``walltime=2:00:00`` is not read as 7200 seconds).
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -524,8 +526,8 @@ def local_cluster_kwargs(recipe: ClusterRecipe) -> dict[str, Any]:
 def _http_options(recipe: ClusterRecipe, host: str | None) -> dict[str, Any]:
     """Scheduler HTTP options: the dashboard on loopback and a free port, if bokeh is there.
 
-    The scheduler serves ``/health`` and metrics even without a dashboard, on port 8787 of
-    every interface unless told otherwise; a disabled dashboard still gets a loopback port.
+    The scheduler serves ``/health`` and metrics even without a dashboard, on port 8787 unless
+    told otherwise; a disabled dashboard still gets an address, on the bind host and a free port.
     """
     addr = recipe.dashboard_address
     fallback = f"{host or '127.0.0.1'}:0"

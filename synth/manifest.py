@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.errors import ConfigError
+from synth.store import CODECS, DEFAULT_CODEC, Codec
 
 #: Default edit mix: the paper's recipe (about half local-region, a quarter exchange/paste,
 #: a quarter removal pairs), plus a few identical pairs so a model learns to output nothing.
@@ -73,7 +74,7 @@ class Manifest:
     n: int
     size: tuple[int, int]
     shard_size: int
-    zstd_level: int
+    codec: Codec
     images: tuple[SourceSpec, ...]
     textures: tuple[SourceSpec, ...]
     mix: Mapping[str, float]
@@ -92,7 +93,7 @@ class Manifest:
             "n": self.n,
             "size": list(self.size),
             "shard_size": self.shard_size,
-            "codec": {"zstd_level": self.zstd_level},
+            "codec": self.codec.to_dict(),
             "sources": {
                 "images": [s.to_dict() for s in self.images],
                 "textures": [s.to_dict() for s in self.textures],
@@ -216,11 +217,21 @@ def parse_manifest(raw: Mapping[str, Any], base_dir: str | Path | None) -> Manif
     size = _parse_size(raw.get("size", 256), "size")
     shard_size = _int(raw, "shard_size", "manifest", default=256, lo=1)
     codec = raw.get("codec", {}) or {}
-    if not isinstance(codec, Mapping) or set(codec) - {"zstd_level"}:
-        raise ConfigError(f"codec: {codec!r}; only {{zstd_level: 0..22}} is supported (lossless)")
-    zstd_level = _int(codec, "zstd_level", "codec", default=3)
-    if zstd_level > 22:
-        raise ConfigError(f"codec.zstd_level: {zstd_level} above 22")
+    if not isinstance(codec, Mapping) or not (
+        set(codec) <= {"name", "level"} or set(codec) == {"zstd_level"}
+    ):
+        raise ConfigError(
+            f"codec: {codec!r}; use {{name: {'|'.join(CODECS)}, level: N}} (lossless only)"
+        )
+    if "zstd_level" in codec:  # the format-1 spelling of {name: zstd, level: N}
+        codec = {"name": "zstd", "level": codec["zstd_level"]}
+    codec_name = codec.get("name", DEFAULT_CODEC)
+    if codec_name not in CODECS:
+        raise ConfigError(f"codec.name: {codec_name!r} unknown; use one of {', '.join(CODECS)}")
+    lo, hi, default_level = CODECS[codec_name]
+    level = codec.get("level", default_level)
+    if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
+        raise ConfigError(f"codec.level: {level!r} for {codec_name}; use an integer in {lo}..{hi}")
     max_attempts = _int(raw, "max_attempts", "manifest", default=8, lo=1)
 
     sources = raw.get("sources")
@@ -273,7 +284,7 @@ def parse_manifest(raw: Mapping[str, Any], base_dir: str | Path | None) -> Manif
         n=n,
         size=size,
         shard_size=shard_size,
-        zstd_level=zstd_level,
+        codec=Codec(codec_name, level),
         images=images,
         textures=textures,
         mix=mix,

@@ -174,6 +174,17 @@ def items_on_the_fly(manifest: Any, indices: Iterable[int]) -> list[PreviewItem]
     return out
 
 
+def pick_by_kind(kinds: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` indices taken round-robin over edit kinds, so every kind present is shown."""
+    groups = [np.flatnonzero(kinds == k).tolist() for k in np.unique(kinds)]
+    out: list[int] = []
+    while len(out) < n and any(groups):
+        for g in groups:
+            if g and len(out) < n:
+                out.append(g.pop(0))
+    return sorted(out)
+
+
 def pick_indices(n_total: int, n: int, seed: int | None) -> list[int]:
     """The first ``n`` indices, or ``n`` random ones when a seed is given."""
     n = min(n, n_total)

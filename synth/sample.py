@@ -124,11 +124,14 @@ class Catalog:
         return f"{src.name}[{ref.index}]"
 
     def load_image(self, ref: SourceRef, size: tuple[int, int]) -> SourceImage:
-        """The item resized to ``size``; a SourceError carries the item's key."""
+        """The item resized to ``size``; a SourceError carries the item's key.
+
+        Sources that offer ``load_resized`` (COCO) resize while decoding, which skips their
+        full-resolution masks; the others are loaded whole and resized here.
+        """
         src = self.images[ref.source]
         return self.cache.get(
-            ("img", ref, size),
-            lambda: resize_source_image(_load(src, ref, self.key(ref)), size),
+            ("img", ref, size), lambda: _load_resized(src, ref, self.key(ref), size)
         )
 
     def load_texture(self, ref: SourceRef, size: tuple[int, int]) -> np.ndarray:
@@ -142,6 +145,16 @@ class Catalog:
 def _load(src: Any, ref: SourceRef, key: str) -> Any:
     try:
         return src.load(ref.index)
+    except SourceError as e:
+        raise SourceError(str(e), input=key) from e
+
+
+def _load_resized(src: Any, ref: SourceRef, key: str, size: tuple[int, int]) -> SourceImage:
+    load_resized = getattr(src, "load_resized", None)
+    if load_resized is None:
+        return resize_source_image(_load(src, ref, key), size)
+    try:
+        return load_resized(ref.index, size)
     except SourceError as e:
         raise SourceError(str(e), input=key) from e
 

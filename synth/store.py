@@ -91,7 +91,7 @@ class Codec:
         if self.name == "zstd":
             return (ZstdCodec(level=self.level),)
         if self.name == "blosc-lz4":
-            # No shuffle: on uint8 pixels byte shuffle is a no-op and bitshuffle halves decode speed.
+            # No shuffle: byte shuffle is a no-op on uint8 pixels; bitshuffle halves decode speed.
             typesize = np.dtype(dtype).itemsize
             return (
                 BloscCodec(

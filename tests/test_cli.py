@@ -83,6 +83,19 @@ def test_preview_from_store(store, tmp_path):
     assert "4 triples" in r.output and cv2.imread(str(out)) is not None
 
 
+def test_preview_by_kind_shows_every_kind_in_the_store(store, tmp_path):
+    from synth.store import StoreReader
+
+    reader = StoreReader(str(store))
+    present = {reader.kinds[k] for k in reader.meta()["kind"]}
+    gal = tmp_path / "g"
+    r = _run("preview", str(store), "-n", str(len(present)), "--by-kind", "-o",
+             str(tmp_path / "k.png"), "--html", str(gal))
+    assert r.exit_code == 0, r.output
+    shown = re.findall(r"<b>([a-z_]+)</b>", (gal / "index.html").read_text())
+    assert set(shown) == present
+
+
 def test_info_reports_counts_and_provenance(store):
     r = _run("info", str(store))
     assert r.exit_code == 0, r.output

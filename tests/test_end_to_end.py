@@ -107,9 +107,9 @@ def test_eval_with_a_trained_checkpoint(checkpoint, tmp_path):
 def _numbers(obj):
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in ("I-ROC", "I-PR", "I-F1max", "P-ROC", "P-PR", "P-F1max", "P-PRO"):
-                if isinstance(v, (int, float)):
-                    yield float(v)
+            metric = k in ("I-ROC", "I-PR", "I-F1max", "P-ROC", "P-PR", "P-F1max", "P-PRO")
+            if metric and isinstance(v, (int, float)):
+                yield float(v)
             yield from _numbers(v)
     elif isinstance(obj, list):
         for v in obj:

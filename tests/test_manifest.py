@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synth.build import layout_for
 from synth.errors import ConfigError
 from synth.manifest import default_manifest, load_manifest, parse_manifest
+from synth.store import DEFAULT_CODEC, Codec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,14 @@ def _base() -> dict:
         ({"mix": {"none": -1.0, "cutpaste": 2.0}}, r"mix.none: -1.0 must be a probability"),
         ({"edits": {"local_texture": {"weight_rnage": [0, 1]}}}, r"edits.local_texture: unknown"),
         ({"codec": {"jpeg": 90}}, r"codec: .*lossless"),
+        (
+            {"codec": {"name": "lz5"}},
+            r"codec.name: 'lz5' unknown; use one of blosc-lz4, zstd, none",
+        ),
+        ({"codec": {"name": "zstd", "level": 30}}, r"codec.level: 30 for zstd; .* in 0..22"),
+        ({"codec": {"name": "blosc-lz4", "level": 0}}, r"codec.level: 0 for blosc-lz4; .* 1..9"),
+        ({"codec": {"name": "none", "level": "3"}}, r"codec.level: '3' for none; .* 0..0"),
+        ({"codec": {"name": "zstd", "zstd_level": 3}}, r"codec: .*use \{name: blosc-lz4\|zstd"),
         ({"version": 2}, r"version: 2 unsupported"),
         ({"sources": {"images": []}}, r"sources.images: empty"),
         ({"sources": {"images": [{"name": "s"}]}}, r"sources.images\[0\].kind: missing"),
@@ -44,8 +54,23 @@ def _base() -> dict:
 )
 def test_bad_manifests_name_field_and_fix(patch, message):
     raw = {**_base(), **patch}
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as e:
         parse_manifest(raw, base_dir=None)
+    assert "\n" not in str(e.value)
+
+
+def test_codec_choice_defaults_and_old_spelling():
+    assert parse_manifest(_base(), base_dir=None).codec == Codec.of(DEFAULT_CODEC)
+    for codec, want in [
+        ({"name": "zstd"}, Codec("zstd", 3)),
+        ({"name": "blosc-lz4", "level": 5}, Codec("blosc-lz4", 5)),
+        ({"name": "none"}, Codec("none", 0)),
+        ({"zstd_level": 7}, Codec("zstd", 7)),  # format-1 manifests keep their meaning
+    ]:
+        m = parse_manifest({**_base(), "codec": codec}, base_dir=None)
+        assert m.codec == want and m.to_dict()["codec"] == want.to_dict()
+        assert parse_manifest(m.to_dict(), base_dir=None) == m
+    assert layout_for(m).codec == Codec("zstd", 7)
 
 
 def test_texture_edits_need_a_texture_source():

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import zarr
 
 from synth import store as zs
 from synth.errors import SynthError
+from synth.train.fastread import LocalShardReader
+
+CODECS = [zs.Codec("zstd", 3), zs.Codec("blosc-lz4", 9), zs.Codec("none", 0)]
+#: the Zarr v3 codec names inside ``sharding_indexed`` of each store codec
+INNER = {"zstd": ["bytes", "zstd"], "blosc-lz4": ["bytes", "blosc"], "none": ["bytes"]}
 
 
 def _shard_arrays(layout: zs.Layout, shard: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -116,3 +123,81 @@ def test_reader_refuses_use_after_fork(filled, monkeypatch):
 
 def _read_mask_sum(reader: zs.StoreReader) -> int:
     return int(reader.read_range(0, len(reader), ("mask",))["mask"].sum())
+
+
+def _fill(url: str, layout: zs.Layout) -> dict[str, np.ndarray]:
+    """Write every shard of random samples (sample 1 all zero: its chunks are never written)."""
+    rng = np.random.default_rng(0)
+    written = [_shard_arrays(layout, s, rng) for s in range(layout.n_shards)]
+    for name in zs.PIXEL_ARRAYS:
+        written[0][name][1] = 0
+    for s, arrays in enumerate(written):
+        zs.write_shard(url, s, arrays, {"shard": s})
+    return {k: np.concatenate([w[k] for w in written]) for k in written[0]}
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=str)
+def test_every_codec_round_trips_through_every_reader(tmp_path, codec):
+    layout = zs.Layout(n=10, height=24, width=32, shard_size=4, codec=codec)
+    url = str(tmp_path / "s.zarr")
+    zs.create_store(url, layout, {"kinds": ["a"]})
+    full = _fill(url, layout)
+    assert zs.layout_of(zs.read_attrs(url)) == layout
+    meta = json.loads((tmp_path / "s.zarr" / "query" / "zarr.json").read_text())
+    inner = meta["codecs"][0]["configuration"]["codecs"]
+    assert [c["name"] for c in inner] == INNER[codec.name]
+    idx = [9, 1, 0, 5, 5]
+    for backend in ("zarr", "tensorstore"):
+        r = zs.StoreReader(url, backend=backend)
+        got = r.read_range(0, layout.n, ("prompt", "query", "mask", "kind", "bbox"))
+        for k in got:
+            np.testing.assert_array_equal(got[k], full[k], err_msg=f"{backend} {k}")
+        got = r.read_indices(idx, ("prompt", "mask", "seed"))
+        for k in got:
+            np.testing.assert_array_equal(got[k], full[k][idx], err_msg=f"{backend} {k}")
+    direct = LocalShardReader.open(url, zs.PIXEL_ARRAYS)
+    assert direct is not None
+    for k in zs.PIXEL_ARRAYS:
+        out = np.full((len(idx), *full[k].shape[1:]), 7, np.uint8)
+        direct.read_into(k, np.array(idx), out)
+        np.testing.assert_array_equal(out, full[k][idx], err_msg=f"direct {k}")
+
+
+def test_direct_reader_declines_codecs_it_does_not_decode(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    zs.create_store(url, zs.Layout(n=4, height=8, width=8, shard_size=2), {})
+    meta_path = tmp_path / "s.zarr" / "prompt" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    inner = meta["codecs"][0]["configuration"]["codecs"]
+    for other in (
+        {"name": "gzip", "configuration": {"level": 1}},
+        {"name": "blosc", "configuration": {"cname": "snappy"}},
+    ):
+        inner[1:] = [other]
+        meta_path.write_text(json.dumps(meta))
+        assert LocalShardReader.open(url, ("prompt",)) is None
+        assert LocalShardReader.open(url, ("mask",)) is not None
+
+
+def test_format_1_stores_read_as_zstd(filled):
+    url, layout, full = filled
+    old = {**layout.to_dict(), "zstd_level": 3}
+    del old["codec"]
+    zs.update_attrs(url, {"format_version": 1, "layout": old})
+    r = zs.StoreReader(url)
+    assert r.layout.codec == zs.Codec("zstd", 3)
+    np.testing.assert_array_equal(r.read_range(0, layout.n, ("mask",))["mask"], full["mask"])
+    zs.update_attrs(url, {"format_version": 3})
+    with pytest.raises(SynthError, match="store format 3 but this synth reads 1, 2"):
+        zs.StoreReader(url)
+
+
+def test_codec_names_and_levels_are_checked():
+    assert zs.Layout(n=1, height=8, width=8, shard_size=1).codec == zs.Codec.of(zs.DEFAULT_CODEC)
+    assert zs.Codec.of("zstd") == zs.Codec("zstd", 3) and str(zs.Codec.of("none")) == "none"
+    with pytest.raises(SynthError, match="codec 'lz5': use one of blosc-lz4, zstd, none"):
+        zs.Codec("lz5", 1)
+    with pytest.raises(SynthError, match=r"codec blosc-lz4 level 0: outside 1..9"):
+        zs.Codec("blosc-lz4", 0)
+    with pytest.raises(SynthError, match=r"codec none level 3: outside 0..0"):
+        zs.Codec("none", 3)

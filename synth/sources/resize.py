@@ -17,7 +17,7 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Raises:
         ValueError: ``size`` is not two positive integers.
     """
-    h, w = _check_size(size)
+    h, w = check_size(size)
     if image.shape[:2] == (h, w):
         return image
     shrink = h <= image.shape[0] and w <= image.shape[1]
@@ -27,10 +27,21 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an HxW bool mask to ``size`` = (height, width) with nearest neighbour."""
-    h, w = _check_size(size)
+    h, w = check_size(size)
     if mask.shape == (h, w):
         return mask
-    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(bool).view(np.uint8)
+    return cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
+
+
+def nearest_indices(src: int, dst: int) -> np.ndarray:
+    """Source index of every output index when ``src`` samples are resized to ``dst``.
+
+    The exact formula of OpenCV's ``INTER_NEAREST`` (``floor(i * (1 / (dst / src)))`` in
+    double precision, clamped), so masks sampled with these indices equal ``resize_mask``'s.
+    """
+    step = 1.0 / (dst / src)
+    return np.minimum(np.floor(np.arange(dst) * step).astype(np.intp), src - 1)
 
 
 def resize_source_image(src: SourceImage, size: tuple[int, int]) -> SourceImage:
@@ -42,7 +53,7 @@ def resize_source_image(src: SourceImage, size: tuple[int, int]) -> SourceImage:
     Raises:
         ValueError: ``size`` is not two positive integers.
     """
-    h, w = _check_size(size)
+    h, w = check_size(size)
     if src.image.shape[:2] == (h, w):
         return src
     instances = []
@@ -61,7 +72,8 @@ def resize_source_image(src: SourceImage, size: tuple[int, int]) -> SourceImage:
     )
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` as (height, width) ints; ValueError unless two positive integers."""
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):

@@ -1,15 +1,17 @@
 """Decode a local synth store's samples straight from the shard files into the batch buffer.
 
 The store's pixel arrays use the portable Zarr v3 layout written by ``synth.store``: one
-``sharding_indexed`` shard per file, inner chunks of one sample, ``bytes`` + ``zstd`` inside,
-the shard index (offset, length pairs, then a crc32c) at the end of the file. For a local store
-in exactly that layout this reader memory-maps each shard file, looks the sample up in the
-index and zstd-decodes it *into* the caller's array: no intermediate buffer and no per-chunk
-machinery beyond one codec call, so decoding runs at the codec's speed (``benchmarks/loader.py``
-measures the whole loader). Anything else (remote URLs, other codecs, other chunking) is
-declined at ``open`` and the caller falls back to ``StoreReader`` (tensorstore).
+``sharding_indexed`` shard per file, inner chunks of one sample, ``bytes`` followed by ``blosc``,
+``zstd`` or nothing inside, the shard index (offset, length pairs, then a crc32c) at the end of
+the file. For a local store in exactly that layout this reader memory-maps each shard file,
+looks the sample up in the index and decodes it *into* the caller's array (one numcodecs call,
+or one copy for uncompressed chunks): no intermediate buffer and no per-chunk machinery, so
+decoding runs at the codec's speed (``benchmarks/loader.py`` measures the whole loader).
+Anything else (remote URLs, other codecs or blosc compressors numcodecs lacks, other chunking)
+is declined at ``open`` and the caller falls back to ``StoreReader`` (tensorstore).
 
-The index checksum is not verified here; a corrupt chunk still fails loudly in zstd.
+The index checksum is not verified here; a corrupt chunk still fails loudly in the codec, and
+an uncompressed chunk of the wrong length is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ import numpy as np
 _MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
+def _inner_codec(codecs: list[dict[str, Any]]) -> str | None:
+    """``zstd``, ``blosc`` or ``none`` for an inner chain this reader decodes, else None."""
+    names = [c.get("name") for c in codecs]
+    if names == ["bytes"]:
+        return "none"
+    if names == ["bytes", "zstd"]:
+        return "zstd"
+    if names == ["bytes", "blosc"]:
+        from numcodecs import blosc
+
+        cname = codecs[1].get("configuration", {}).get("cname")
+        return "blosc" if cname in blosc.list_compressors() else None
+    return None
+
+
 def _sharding_config(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The inner configuration if ``meta`` is the layout this reader understands, else None."""
     codecs = meta.get("codecs", [])
@@ -33,14 +50,13 @@ def _sharding_config(meta: dict[str, Any]) -> dict[str, Any] | None:
     if codecs[0].get("name") != "sharding_indexed":
         return None
     cfg = codecs[0].get("configuration", {})
-    inner = [c.get("name") for c in cfg.get("codecs", [])]
     index = cfg.get("index_codecs", [])
     index_ok = [c.get("name") for c in index] == ["bytes", "crc32c"] and index[0].get(
         "configuration", {}
     ).get("endian", "little") == "little"
     key = meta.get("chunk_key_encoding", {})
     if (
-        inner != ["bytes", "zstd"]
+        _inner_codec(cfg.get("codecs", [])) is None
         or not index_ok
         or cfg.get("index_location", "end") != "end"
         or key.get("name") != "default"
@@ -81,7 +97,8 @@ class LocalShardReader:
                     meta = json.load(f)
             except (OSError, ValueError):
                 return None
-            if _sharding_config(meta) is None:
+            cfg = _sharding_config(meta)
+            if cfg is None:
                 return None
             shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
             if meta["chunk_grid"]["configuration"]["chunk_shape"][1:] != meta["shape"][1:]:
@@ -91,6 +108,7 @@ class LocalShardReader:
                 "tail": tuple(meta["shape"][1:]),
                 "fill": int(meta.get("fill_value") or 0),
                 "key_tail": "/0" * (len(meta["shape"]) - 1),
+                "codec": _inner_codec(cfg["codecs"]),
             }
         return cls(root, arrays)
 
@@ -127,10 +145,8 @@ class LocalShardReader:
 
     def read_into(self, name: str, indices: np.ndarray, out: np.ndarray) -> None:
         """Decode samples ``indices`` of array ``name`` into ``out[0..len)`` (C-contiguous)."""
-        from numcodecs import Zstd
-
-        codec = Zstd()
         info = self.arrays[name]
+        codec = _decoder(info["codec"])
         S = info["shard"]
         for j, i in enumerate(indices.tolist()):
             mm, index = self._shard(name, i // S)
@@ -139,4 +155,28 @@ class LocalShardReader:
                 out[j] = info["fill"]
                 continue
             offset, length = int(entry[0]), int(entry[1])
-            codec.decode(memoryview(mm)[offset : offset + length], out=out[j])
+            # Released at once: an evicted shard's map cannot close while a view of it lives.
+            with memoryview(mm)[offset : offset + length] as chunk:
+                if codec is not None:
+                    codec.decode(chunk, out=out[j])
+                elif length == out[j].nbytes:
+                    np.copyto(out[j], np.frombuffer(chunk, np.uint8).reshape(out[j].shape))
+                else:
+                    raise ValueError(
+                        f"{self.root}/{name}: sample {i} holds {length} bytes, want {out[j].nbytes}"
+                    )
+
+
+def _decoder(kind: str) -> Any:
+    """A numcodecs codec that decodes chunks of ``kind`` (None: the chunk is the raw bytes)."""
+    if kind == "zstd":
+        from numcodecs import Zstd
+
+        return Zstd()
+    if kind == "blosc":
+        from numcodecs import Blosc, blosc
+
+        # One core per loader worker: no blosc thread pool (zarr-python sets the same on import).
+        blosc.use_threads = False
+        return Blosc()
+    return None

@@ -69,10 +69,15 @@ def make_triple(
 
 
 def write_toy_store(
-    url: str, n: int, size: int = 64, shard_size: int = 16, seed: int = 0
+    url: str,
+    n: int,
+    size: int = 64,
+    shard_size: int = 16,
+    seed: int = 0,
+    codec: zs.Codec | None = None,
 ) -> zs.Layout:
-    """Write ``n`` toy triples of ``size`` x ``size`` into a new store at ``url``."""
-    layout = zs.Layout(n=n, height=size, width=size, shard_size=shard_size)
+    """Write ``n`` toy triples of ``size`` x ``size`` into a new store (default codec if None)."""
+    layout = zs.Layout(n, size, size, shard_size, codec or zs.Codec())
     zs.create_store(url, layout, {"kinds": list(KINDS), "toy": {"seed": seed}})
     textures = load_textures()
     for shard in range(layout.n_shards):

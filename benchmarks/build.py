@@ -6,7 +6,8 @@ COCO-format source and pay for decoding the sources, the edits, encoding and wri
 - **naive**: a Python loop that, per triple, opens the source images with PIL, decodes the
   annotations with pycocotools' ``COCO.annToMask``, resizes with PIL, runs the same edit and
   writes prompt/query/mask as three PNG files with PIL (``../shared/docs/benchmarks.md``);
-- **synth, 1 core**: ``make_shard`` + ``write_shard`` in this process (one worker's work);
+- **synth, 1 core**: ``make_shard`` + ``write_shard`` in this process (one worker's work),
+  starting each timed run with an empty decoded-item cache (``forget_decoded``);
 - **synth, 1 vs 2 workers**: shard tasks on a warm local Dask cluster (scaling).
 
 Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported.
@@ -187,6 +188,18 @@ def _naive_catalog(manifest):
     return _NAIVE_CATALOG[key]
 
 
+def forget_decoded(manifest) -> None:
+    """Empty the worker's cache of decoded source items before a timed synth run.
+
+    The opened catalog (indices, file lists) is kept, as a long-lived worker keeps it, but
+    decoded images must not carry over from the previous repetition: on a real dataset a
+    worker seldom meets an item twice, and the naive side decodes every item every time.
+    """
+    from synth.build import _catalog
+
+    _catalog(manifest).cache.clear()
+
+
 def synth_one_core(manifest, url: str, shards: range) -> None:
     """One worker's work: make and write whole shards in this process (no Dask overhead)."""
     from synth import store as zs
@@ -256,6 +269,7 @@ def main() -> None:
             t_naive = time.perf_counter() - t0
             url = str(tmp / f"s{rep}.zarr")
             zs.create_store(url, layout_for(m), {"kinds": []})
+            forget_decoded(m)
             t0 = time.perf_counter()
             synth_one_core(m, url, range(n_shards))
             t_synth = time.perf_counter() - t0

@@ -10,8 +10,8 @@ loader, alternating, after a warm-up epoch: the synth loader of every store (``S
 with the direct reader and the tensorstore and zarr-python backends, one decoder thread per
 worker), the naive loader (a Dataset that opens three PNGs with PIL, default collate) with the
 same worker count, and each store's codec limit (decoding the same chunk bytes with the same
-codec into a preallocated buffer in a tight loop, one core). Batches are pinned when CUDA is
-present.
+codec into one batch of reused buffers in a tight loop, one core). Batches are pinned when CUDA
+is present.
 
 Triples/s per loader core is throughput divided by the worker count; the CPU-time column
 (triples per CPU-second of the worker processes) is steadier on a shared machine. The summary
@@ -40,7 +40,8 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from synth.store import CODECS, DEFAULT_CODEC, Codec, StoreReader  # noqa: E402
+from synth.errors import SynthError  # noqa: E402
+from synth.store import DEFAULT_CODEC, Codec, StoreReader  # noqa: E402
 from synth.train.data import StoreBatches, make_loader  # noqa: E402
 
 
@@ -106,16 +107,17 @@ def _epoch(loader, workers: int) -> tuple[float, float, int, float]:
 
 def parse_codec(text: str) -> Codec:
     """``zstd``, ``zstd-3``, ``blosc-lz4-9``, ``none``: a codec name, optionally ``-LEVEL``."""
-    if text in CODECS:
-        return Codec.of(text)
     name, _, level = text.rpartition("-")
-    if name not in CODECS or not level.isdigit():
-        raise SystemExit(f"--codec {text!r}: use NAME or NAME-LEVEL, NAME one of {list(CODECS)}")
-    return Codec(name, int(level))
+    if not level.isdigit():
+        name, level = text, ""
+    try:
+        return Codec.of(name, int(level) if level.isdigit() else None)
+    except SynthError as e:
+        raise SystemExit(f"--codec {text!r}: {e}; write NAME or NAME-LEVEL") from None
 
 
-def codec_chunks(url: str) -> tuple[Codec, list[list[bytes]], list[list[np.ndarray]]]:
-    """The store's codec, every sample's three chunks encoded with it, and output buffers."""
+def codec_chunks(url: str, batch: int) -> tuple[Codec, list[list[bytes]], list[list[np.ndarray]]]:
+    """The store's codec, every sample's three chunks encoded with it, and one batch of outputs."""
     reader = StoreReader(url)
     codec = reader.layout.codec
     enc = codec.numcodecs()
@@ -125,25 +127,28 @@ def codec_chunks(url: str) -> tuple[Codec, list[list[bytes]], list[list[np.ndarr
         for i in range(len(reader))
     ]
     chunks = [[a.tobytes() if enc is None else enc.encode(a) for a in t] for t in arrays]
-    return codec, chunks, [[np.empty_like(a) for a in t] for t in arrays]
+    return codec, chunks, [[np.empty_like(a) for a in t] for t in arrays[:batch]]
 
 
 def codec_limit(
     codec: Codec, chunks: list[list[bytes]], outs: list[list[np.ndarray]]
-) -> tuple[float, int]:
-    """(seconds, triples) of decoding every sample's three chunks with ``codec``, one thread."""
+) -> tuple[float, float, int]:
+    """(seconds, CPU seconds, triples) of decoding every triple's chunks with ``codec``.
+
+    One thread, into a batch of reused output buffers: the floor of the loader's work.
+    """
     from numcodecs import blosc
 
     blosc.use_threads = False  # as in the loader: one core, no codec thread pool
     dec = codec.numcodecs()
-    t0 = time.perf_counter()
-    for triple, out in zip(chunks, outs, strict=True):
-        for c, o in zip(triple, out, strict=True):
+    t0, c0 = time.perf_counter(), time.process_time()
+    for j, triple in enumerate(chunks):
+        for c, o in zip(triple, outs[j % len(outs)], strict=True):
             if dec is None:
                 np.copyto(o, np.frombuffer(c, np.uint8).reshape(o.shape))
             else:
                 dec.decode(c, out=o)
-    return time.perf_counter() - t0, len(chunks)
+    return time.perf_counter() - t0, time.process_time() - c0, len(chunks)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             multiprocessing_context="forkserver" if args.workers else None,
         )
         loaders["naive PNG + PIL"] = (None, naive)
-        limits = {f"codec limit {c}": codec_chunks(urls[str(c)]) for c in codecs}
+        limits = {f"codec limit {c}": codec_chunks(urls[str(c)], args.batch) for c in codecs}
 
         rows: dict[str, dict[str, list[float]]] = {
             k: {"wall": [], "cpu": [], "rss": []} for k in [*loaders, *limits]
@@ -217,10 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
                     rows[name]["cpu"].append(n / max(cpu, 1e-9))
                     rows[name]["rss"].append(rss)
             for name, chunks in limits.items():
-                dt, n = codec_limit(*chunks)
+                dt, cpu, n = codec_limit(*chunks)
                 if rnd:
                     rows[name]["wall"].append(n / dt)
-                    rows[name]["cpu"].append(n / dt)
+                    rows[name]["cpu"].append(n / max(cpu, 1e-9))
                     rows[name]["rss"].append(psutil.Process().memory_info().rss / 2**20)
 
     def med(v: list[float]) -> float:
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"\nby codec ({backends[0]} reader vs naive, store size of the pixel arrays): "
             + "; ".join(
                 f"{c} {v['speedup_vs_naive']:.1f}x naive, "
-                f"{100 * v['fraction_of_codec_limit']:.0f}% of its limit, {v['store_mib']:.0f} MiB"
+                f"{100 * v['fraction_of_codec_limit']:.0f}% of its limit, {v['store_mib']:.1f} MiB"
                 for c, v in per_codec.items()
             )
         )

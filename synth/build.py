@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from synth import store as zstore
@@ -80,11 +81,11 @@ def make_shard(
             if ref is not None:
                 arrays[f"{role}_source"][j] = ref.source
                 arrays[f"{role}_index"][j] = ref.index
-        area = int(triple.mask.sum())
+        area = cv2.countNonZero(triple.mask)
         arrays["mask_area"][j] = area
         if area:
-            ys, xs = np.nonzero(triple.mask)
-            arrays["bbox"][j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            x, y, w, h = cv2.boundingRect(triple.mask)
+            arrays["bbox"][j] = (x, y, x + w, y + h)
     record = {
         "shard": shard,
         "start": start,
@@ -309,7 +310,7 @@ def build(
             dashboard = _dashboard(client)
             if dashboard:
                 say(f"dask dashboard: {dashboard}")
-            n_workers = len(client.scheduler_info().get("workers", {})) or workers
+            n_workers = len(client.scheduler_info().get("workers", {})) or recipe.workers
             payload = manifest.to_dict()
             futures = client.map(
                 build_shard_task,

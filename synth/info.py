@@ -50,6 +50,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "empty_masks": int((meta["mask_area"][present] == 0).sum()),
         "bytes": sizes,
         "compression_ratio": round(raw / max(1, sum(sizes.values())), 2),
+        "codec": f"{layout.codec.name}-{layout.codec.level}",
         "manifest_name": attrs.get("config", {}).get("name"),
         "manifest_hash": attrs.get("manifest_hash"),
         "seed": attrs.get("config", {}).get("seed"),
@@ -73,7 +74,7 @@ def render_info(info: Mapping[str, Any]) -> str:
         "kinds      " + ", ".join(f"{k}={v}" for k, v in info["kinds"].items()),
         "sizes      "
         + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in info["bytes"].items())
-        + f"  (lossless zstd, ratio {info['compression_ratio']}x)",
+        + f"  (lossless {info['codec']}, ratio {info['compression_ratio']}x)",
         "mask area (fraction of image):",
     ]
     total = max(1, sum(info["mask_area_hist"].values()))

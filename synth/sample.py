@@ -78,6 +78,10 @@ class _LRU:
             self._d.popitem(last=False)
         return value
 
+    def clear(self) -> None:
+        """Forget every cached item (benchmarks start each timed run cold)."""
+        self._d.clear()
+
 
 @dataclass
 class Catalog:

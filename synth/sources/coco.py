@@ -384,8 +384,8 @@ class CocoSource:
     def load_resized(self, index: int, size: tuple[int, int]) -> SourceImage:
         """``resize_source_image(self.load(index), size)``, without full-resolution masks.
 
-        ``load`` decodes every instance at full resolution only for the resize to keep one
-        pixel in 6 (640x480 to 256x256). Here the RLEs of the image are decoded together into
+        ``load`` decodes every instance at full resolution only for the resize to keep about
+        one pixel in five (640x480 to 256x256). Here the RLEs of the image are decoded together into
         run ends and each mask is sampled at the nearest-neighbour grid inside its box, so the
         cost follows the output size; the image is resized before its BGR-to-RGB swap. The
         result is identical to the resize of ``load``.
@@ -520,7 +520,9 @@ def _sample_rles(
     xs = np.searchsorted(cols, np.concatenate([boxes[:, 0], boxes[:, 0] + boxes[:, 2]]))
     ys = np.searchsorted(rows, np.concatenate([boxes[:, 1], boxes[:, 1] + boxes[:, 3]]))
     n = wanted.size
-    spans = list(zip(ys[:n].tolist(), ys[n:].tolist(), xs[:n].tolist(), xs[n:].tolist()))
+    spans = list(
+        zip(ys[:n].tolist(), ys[n:].tolist(), xs[:n].tolist(), xs[n:].tolist(), strict=True)
+    )
     col_pos, base = cols * h, wanted * (h * w)
     queries = [
         np.add.outer(col_pos[x0:x1] + b, rows[y0:y1]).ravel()

@@ -40,6 +40,16 @@ class ProposalParams:
     segment_scales: tuple[float, ...] = (100.0, 300.0, 900.0)
     n_segments: int = 48
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, object]) -> ProposalParams:
+        """Build from manifest keyword settings, naming unknown ones in a ConfigError."""
+        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"unknown proposal settings {unknown}; use {sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**settings)  # type: ignore[arg-type]
+
     def __post_init__(self) -> None:
         if self.method not in ("felzenszwalb", "slic"):
             raise ConfigError(f"method={self.method!r}: use 'felzenszwalb' or 'slic'")
@@ -204,13 +214,7 @@ class ProposalFolder:
     """
 
     def __init__(self, root: str, *, name: str = "proposals", **params: object) -> None:
-        unknown = sorted(set(params) - set(ProposalParams.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(
-                f"unknown proposal settings {unknown}; "
-                f"use {sorted(ProposalParams.__dataclass_fields__)}"
-            )
-        self.params = ProposalParams(**params)  # type: ignore[arg-type]
+        self.params = ProposalParams.from_settings(params)
         self.root = absolute(str(root)).rstrip("/")
         self.name = name
         self._files = tuple(list_files(self.root, IMAGE_EXTS, recursive=True))

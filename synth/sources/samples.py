@@ -88,13 +88,7 @@ class SampleSource:
     def __init__(
         self, *, names: Sequence[str] | None = None, name: str = "samples", **params: object
     ) -> None:
-        unknown = sorted(set(params) - set(ProposalParams.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(
-                f"unknown proposal settings {unknown}; "
-                f"use {sorted(ProposalParams.__dataclass_fields__)}"
-            )
-        self.params = ProposalParams(**params)  # type: ignore[arg-type]
+        self.params = ProposalParams.from_settings(params)
         self.name = name
         self.names = _available(SAMPLE_IMAGES, names, "sample images")
 

@@ -16,10 +16,12 @@ returns them in plan order, a run is reproducible with any worker count, and res
 ``k`` simply skips the first ``k`` plans without reading them.
 
 Reading (``backend``): for a local store ``direct`` (``synth.train.fastread``) decodes each
-sample's zstd chunk from the memory-mapped shard straight into the batch tensor, which a worker
-allocates in shared memory, so the batch crosses to the training process without a copy (what
-remains above the raw codec cost is mostly faulting in those fresh shared pages). Remote
-stores use one sorted ``StoreReader.read_indices`` call per
+sample's chunk from the memory-mapped shard straight into the batch tensor, which a worker
+keeps in shared memory, so the batch crosses to the training process without a copy. Inside
+``make_loader``'s workers the batch buffers are a per-worker ring of preallocated shared-memory
+slots (see ``StoreBatches`` for the ring depth and when a batch may be reused): after the first
+laps no shared memory is allocated or faulted in per batch, which used to cost more than the
+decode itself. Remote stores use one sorted ``StoreReader.read_indices`` call per
 batch (tensorstore: decoded in C++ threads; zarr-python is an order of magnitude slower, see
 ``benchmarks/loader.py``). ``auto`` picks the first that applies. Workers are started with
 ``forkserver`` (never a fork of a process whose tensorstore threads are running) and persist
@@ -145,6 +147,21 @@ class StoreBatches(IterableDataset):
         shuffle_shards: pieces (shards) per shuffle window.
         backend: ``auto``, ``direct``, ``tensorstore`` or ``zarr`` (see the module docstring).
         storage_options, threads: passed to ``StoreReader``.
+
+    Batch buffers. A batch of the direct reader lives in one shared-memory block (pixels,
+    ``kind``, ``index`` and ``valid`` are views of it). With ``ring_depth == 0`` (the default;
+    in-process loading, or a DataLoader built by hand) every batch gets a fresh block.
+    ``make_loader`` sets ``ring_depth = prefetch * workers + 2``: each worker then reuses a
+    ring of that many blocks. Why that is safe: the DataLoader has at most
+    ``prefetch * workers`` batches requested and not yet handed to the consumer, and it
+    requests batch ``n + prefetch * workers`` only once it hands batch ``n`` over. A worker
+    writes into the block of its own ``ring_depth``-th previous batch, so when it writes,
+    the batches handed over but possibly overwritten are at least two behind the newest one
+    the consumer has: a consumer may hold the current and the previous batch (e.g. one being
+    copied to the GPU while the next arrives); ``clone()`` what you keep longer. With pinned
+    memory the consumer gets pinned copies and holds them as long as it likes. A new iteration
+    (epoch) keeps the ring only if the previous one was consumed to the end (then no discarded
+    batches were decoded beyond it); after a ``break`` the workers start a fresh ring.
     """
 
     def __init__(
@@ -193,7 +210,17 @@ class StoreBatches(IterableDataset):
         self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
         self.shuffle_shards = shuffle_shards
         self.kinds = self.reader.read_range(0, layout.n, fields=("kind",))["kind"].astype(np.int64)
-        self._state = torch.zeros(2, dtype=torch.int64).share_memory_()
+        # epoch, skip, ring generation (bumped by make_loader's loader: start a fresh ring)
+        self._state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self.ring_depth = 0
+        self._ring: list[dict[str, torch.Tensor] | None] = []
+        self._ring_key: tuple[int, int] = (-1, -1)  # (pid, generation) the ring belongs to
+        self._ring_pos = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ring"], state["_ring_key"], state["_ring_pos"] = [], (-1, -1), 0
+        return state
 
     @property
     def kind_names(self) -> list[str]:
@@ -224,28 +251,58 @@ class StoreBatches(IterableDataset):
         total = sum(b - a for a, b in self.ranges)
         return math.ceil(math.ceil(total / self.world) / self.batch_size)
 
+    def _buffers(self, n: int, shared: bool) -> dict[str, torch.Tensor]:
+        """Views of one fresh block for ``n`` samples (in shared memory if ``shared``)."""
+        H, W = self.image_size
+        sizes = {"prompt": n * H * W * 3, "query": n * H * W * 3, "mask": n * H * W}
+        pixels = sum(sizes.values())
+        base = -(-pixels // 8) * 8  # int64 views need an aligned offset
+        total = base + 17 * n  # kind, index (int64), valid (bool)
+        storage = torch.UntypedStorage._new_shared(total) if shared else torch.UntypedStorage(total)
+        flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+        out, at = {}, 0
+        for name, tail in (("prompt", (H, W, 3)), ("query", (H, W, 3)), ("mask", (H, W))):
+            out[name] = flat[at : at + sizes[name]].view(n, *tail)
+            at += sizes[name]
+        out["kind"] = flat[base : base + 8 * n].view(torch.int64)
+        out["index"] = flat[base + 8 * n : base + 16 * n].view(torch.int64)
+        out["valid"] = flat[base + 16 * n : base + 17 * n].view(torch.bool)
+        return out
+
+    def _slot(self, n: int, shared: bool) -> dict[str, torch.Tensor]:
+        """Buffers for a batch of ``n``: the next ring slot inside a worker, else a fresh block."""
+        if not (shared and self.ring_depth):
+            return self._buffers(n, shared)
+        key = (os.getpid(), int(self._state[2]))
+        if self._ring_key != key or len(self._ring) != self.ring_depth:
+            self._ring, self._ring_key, self._ring_pos = [None] * self.ring_depth, key, 0
+        pos = self._ring_pos
+        self._ring_pos = (pos + 1) % self.ring_depth
+        slot = self._ring[pos]
+        if slot is None or len(slot["index"]) < n:
+            slot = self._ring[pos] = self._buffers(max(n, self.batch_size), shared)
+        return {k: v[:n] for k, v in slot.items()}
+
     def load(self, indices: np.ndarray, valid: np.ndarray) -> dict[str, torch.Tensor]:
-        """Read one planned batch into fresh tensors (in shared memory inside a worker)."""
-        if self.fast is not None:
-            H, W = self.image_size
-            shared = get_worker_info() is not None
-            pixels = {}
-            for name, tail in (("prompt", (H, W, 3)), ("query", (H, W, 3)), ("mask", (H, W))):
-                t = torch.empty((len(indices), *tail), dtype=torch.uint8)
-                pixels[name] = t.share_memory_() if shared else t
-                self.fast.read_into(name, indices, pixels[name].numpy())
-        else:
+        """Read one planned batch (into shared memory, a reused ring slot, inside a worker)."""
+        if self.fast is None:
             data = self.reader.read_indices(indices, fields=PIXEL_ARRAYS)
-            pixels = {k: torch.from_numpy(v) for k, v in data.items()}
-        return {
-            **pixels,
-            "kind": torch.from_numpy(self.kinds[indices]),
-            "index": torch.from_numpy(indices),
-            "valid": torch.from_numpy(valid),
-        }
+            return {
+                **{k: torch.from_numpy(v) for k, v in data.items()},
+                "kind": torch.from_numpy(self.kinds[indices]),
+                "index": torch.from_numpy(indices),
+                "valid": torch.from_numpy(valid),
+            }
+        out = self._slot(len(indices), get_worker_info() is not None)
+        for name in PIXEL_ARRAYS:
+            self.fast.read_into(name, indices, out[name].numpy())
+        out["kind"].numpy()[:] = self.kinds[indices]
+        out["index"].numpy()[:] = indices
+        out["valid"].numpy()[:] = valid
+        return out
 
     def __iter__(self):
-        epoch, skip = (int(v) for v in self._state.tolist())
+        epoch, skip = (int(v) for v in self._state[:2].tolist())
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for j, (indices, valid) in enumerate(self.plan(epoch)):
@@ -258,16 +315,42 @@ def reader_threads(workers: int, local_world: int = 1) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers * local_world))
 
 
+def _drained(it: Any) -> bool:
+    """Whether DataLoader iterator ``it`` was consumed to its end (False when unsure)."""
+    try:
+        return it._rcvd_idx >= it._send_idx and not any(it._workers_status)
+    except AttributeError:
+        return False
+
+
+class _RingLoader(DataLoader):
+    """A DataLoader that tells its workers to drop their ring after an interrupted iteration.
+
+    Batches decoded for an iteration the consumer left early are discarded, so the ring-depth
+    bound (``StoreBatches``) would not cover batches the consumer still holds from it.
+    """
+
+    def __iter__(self):
+        if self._iterator is not None and not _drained(self._iterator):
+            self.dataset._state[2] += 1
+        return super().__iter__()
+
+
 def make_loader(
     dataset: StoreBatches, *, workers: int, device: torch.device, prefetch: int = 2
 ) -> DataLoader:
-    """A DataLoader over ``dataset``'s batches: pinned on CUDA, persistent forkserver workers."""
+    """A DataLoader over ``dataset``'s batches: pinned on CUDA, persistent forkserver workers.
+
+    Workers decode into a ring of ``prefetch * workers + 2`` reused shared-memory batches
+    (see ``StoreBatches``): a batch stays intact while the consumer holds it and the next one.
+    """
     ctx = None
     if workers:
         import multiprocessing as mp
 
         ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    return DataLoader(
+    dataset.ring_depth = prefetch * workers + 2 if workers else 0
+    return _RingLoader(
         dataset,
         batch_size=None,
         num_workers=workers,

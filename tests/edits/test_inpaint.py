@@ -49,6 +49,7 @@ def test_factory_rejects_bad_specs(spec, match):
 
 @pytest.mark.parametrize("method", ["telea", "ns"])
 def test_cropped_inpainting_equals_whole_image_inpainting(method):
+    """The full-resolution path (half scale off) only crops: its fill is OpenCV's, bit for bit."""
     img = photo("coffee", 80, 100)
     rng = np.random.default_rng(0)
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
@@ -60,7 +61,50 @@ def test_cropped_inpainting_equals_whole_image_inpainting(method):
             cv2.ellipse(hole, centre, axes, 0, 0, 360, 1, -1)
         radius = int(rng.integers(1, 7))
         want = cv2.inpaint(img, hole, radius, flag)
-        got = OpenCVInpainter(method=method, radius=radius)(img, hole.astype(bool))
-        np.testing.assert_array_equal(got, want)
+        inpainter = OpenCVInpainter(method=method, radius=radius, half_scale_above=None)
+        np.testing.assert_array_equal(inpainter(img, hole.astype(bool)), want)
     empty = np.zeros((80, 100), bool)
     np.testing.assert_array_equal(OpenCVInpainter()(img, empty), img)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    err = (a.astype(np.float64) - b.astype(np.float64))[where]
+    return float(10 * np.log10(255.0**2 / max(float(np.mean(err**2)), 1e-12)))
+
+
+@pytest.mark.parametrize("method", ["telea", "ns"])
+@pytest.mark.parametrize(("h", "w"), [(256, 256), (97, 131)])
+def test_half_scale_fill_touches_only_the_hole_and_is_close_to_full_res(method, h, w):
+    for name, (cy, cx, ry, rx) in [
+        ("astronaut", (0.5, 0.5, 0.22, 0.18)),
+        ("coffee", (0.4, 0.6, 0.2, 0.3)),
+        ("chelsea", (0.9, 0.05, 0.2, 0.2)),  # clipped by the bottom-left corner
+    ]:
+        img = photo(name, h, w)
+        before = img.copy()
+        hole = ellipse(h, w, cy, cx, ry, rx)
+        half = OpenCVInpainter(method=method, half_scale_above=0)(img, hole)
+        full = OpenCVInpainter(method=method, half_scale_above=None)(img, hole)
+        np.testing.assert_array_equal(img, before)
+        assert half.shape == img.shape and half.dtype == np.uint8
+        np.testing.assert_array_equal(half[~hole], img[~hole])
+        assert (half[hole] != img[hole]).any()
+        assert _psnr(half, full, hole) > 20.0
+        np.testing.assert_array_equal(OpenCVInpainter(method, half_scale_above=0)(img, hole), half)
+
+
+def test_half_scale_threshold_counts_hole_pixels():
+    img = photo("coffee", 80, 100)
+    hole = ellipse(80, 100, 0.5, 0.5, 0.25, 0.25)
+    n = int(hole.sum())
+    exact = cv2.inpaint(img, hole.view(np.uint8), 5, cv2.INPAINT_TELEA)
+    np.testing.assert_array_equal(OpenCVInpainter(half_scale_above=n)(img, hole), exact)
+    assert not np.array_equal(OpenCVInpainter(half_scale_above=n - 1)(img, hole), exact)
+
+
+def test_half_scale_option_in_factory_and_repr():
+    inp = create_inpainter({"kind": "opencv", "half_scale_above": None})
+    assert inp.half_scale_above is None and "half_scale_above=None" in repr(inp)
+    assert create_inpainter(None).half_scale_above == 1024
+    with pytest.raises(ConfigError, match="inpainter.half_scale_above"):
+        create_inpainter({"kind": "opencv", "half_scale_above": -1})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from synth.edits.base import remove_specks
 from synth.edits.perlin import drop_specks, perlin_mask, perlin_noise, rotate_noise
 from synth.errors import SkipSample
 
@@ -96,3 +98,24 @@ def test_drop_specks_removes_small_components_only():
     out = drop_specks(m, 16)
     assert not out[0:2, 0:2].any() and out[10:16, 10:16].all()
     assert m[0:2, 0:2].all()
+
+
+def _drop_by_whole_image_labels(mask: np.ndarray, min_px: int) -> np.ndarray:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_px
+    keep[0] = False
+    return keep[labels]
+
+
+def test_drop_specks_equals_labelling_the_whole_image():
+    rng = np.random.default_rng(2)
+    masks = [np.zeros((9, 9), bool), rng.random((70, 90)) < 0.3, rng.random((256, 256)) < 0.6]
+    dots = np.zeros((520, 520), bool)
+    dots[1::2, 1::2] = True  # 67600 one-pixel components: needs 32-bit labels
+    dots[100:140, 200:260] = True
+    for m in [*masks, dots]:
+        for min_px in (2, 5, 16):
+            want = _drop_by_whole_image_labels(m, min_px)
+            np.testing.assert_array_equal(drop_specks(m, min_px), want)
+            np.testing.assert_array_equal(remove_specks(m, min_px), want)
+    np.testing.assert_array_equal(remove_specks(dots, 1), dots)

@@ -52,3 +52,20 @@ def test_loads_real_images_with_crowd_as_ignore(coco64):
         for inst in item.instances:
             assert inst.mask.any()
     assert restored.load(int(crowd_images[0])).ignore.any()
+
+
+def test_load_resized_equals_resizing_load_on_real_masks(coco64):
+    from synth.sources.resize import resize_source_image
+
+    crowd_images = np.unique(coco64.index.annotation_image()[np.asarray(coco64.index.iscrowd)])
+    for i in sorted({0, 7, 31, 63, int(crowd_images[0])}):
+        for size in [(256, 256), (224, 300)]:
+            want = resize_source_image(coco64.load(i), size)
+            got = coco64.load_resized(i, size)
+            np.testing.assert_array_equal(got.image, want.image)
+            assert [m.ann_id for m in got.instances] == [m.ann_id for m in want.instances]
+            for x, y in zip(got.instances, want.instances, strict=True):
+                np.testing.assert_array_equal(x.mask, y.mask)
+            assert (got.ignore is None) == (want.ignore is None)
+            if want.ignore is not None:
+                np.testing.assert_array_equal(got.ignore, want.ignore)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from synth.sources.base import Instance, SourceImage
-from synth.sources.resize import resize_mask, resize_rgb, resize_source_image
+from synth.sources.resize import nearest_indices, resize_mask, resize_rgb, resize_source_image
 
 
 def _item() -> SourceImage:
@@ -89,3 +90,20 @@ def test_gray_and_mask_helpers():
 def test_bad_size(size):
     with pytest.raises(ValueError, match="size"):
         resize_source_image(_item(), size)
+
+
+def test_nearest_indices_are_opencv_inter_nearest():
+    for src in (1, 2, 3, 17, 99, 100, 255, 256, 257, 333, 425, 480, 640, 1001):
+        row = np.arange(src, dtype=np.float32)[None, :]
+        for dst in (1, 2, 7, 64, 100, 128, 224, 256, 300, 512, 999):
+            want = cv2.resize(row, (dst, 1), interpolation=cv2.INTER_NEAREST)[0].astype(np.intp)
+            np.testing.assert_array_equal(nearest_indices(src, dst), want, err_msg=f"{src}->{dst}")
+
+
+def test_resize_mask_accepts_views_and_non_bool():
+    m = np.zeros((40, 60), np.uint8)
+    m[10:30, 20:50] = 7
+    np.testing.assert_array_equal(resize_mask(m, (20, 30)), resize_mask(m > 0, (20, 30)))
+    big = np.zeros((40, 60, 2), bool)
+    big[..., 1] = m > 0
+    np.testing.assert_array_equal(resize_mask(big[..., 1], (20, 30)), resize_mask(m > 0, (20, 30)))

@@ -142,25 +142,23 @@ class Catalog:
         src = self.textures[ref.source]
         return self.cache.get(
             ("tex", ref, size),
-            lambda: resize_rgb(_load(src, ref, self.key(ref, texture=True)), size),
+            lambda: resize_rgb(_keyed(self.key(ref, texture=True), src.load, ref.index), size),
         )
 
 
-def _load(src: Any, ref: SourceRef, key: str) -> Any:
+def _keyed(key: str, load: Callable[..., Any], *args: Any) -> Any:
+    """Call a source's loader; a SourceError gains the item's key as its ``input``."""
     try:
-        return src.load(ref.index)
+        return load(*args)
     except SourceError as e:
         raise SourceError(str(e), input=key) from e
 
 
 def _load_resized(src: Any, ref: SourceRef, key: str, size: tuple[int, int]) -> SourceImage:
     load_resized = getattr(src, "load_resized", None)
-    if load_resized is None:
-        return resize_source_image(_load(src, ref, key), size)
-    try:
-        return load_resized(ref.index, size)
-    except SourceError as e:
-        raise SourceError(str(e), input=key) from e
+    if load_resized is not None:
+        return _keyed(key, load_resized, ref.index, size)
+    return resize_source_image(_keyed(key, src.load, ref.index), size)
 
 
 def _open(factory: Callable[..., Any], spec: Any, where: str) -> Any:

@@ -39,8 +39,8 @@ def _catalog(manifest: Manifest) -> Any:
     return _CATALOGS[key]
 
 
-def kinds_of(manifest: Manifest) -> list[str]:
-    """Edit kinds in a stable order; ``meta/kind`` stores positions in this list."""
+def kinds_of() -> list[str]:
+    """Every registered edit kind in a stable order; ``meta/kind`` stores positions in it."""
     from synth.edits import EDITS
 
     return sorted(EDITS)
@@ -56,7 +56,7 @@ def make_shard(
     layout = layout_for(manifest)
     start, stop = layout.shard_range(shard)
     n, (H, W) = stop - start, manifest.size
-    kinds = kinds_of(manifest)
+    kinds = kinds_of()
     arrays: dict[str, np.ndarray] = {
         "prompt": np.empty((n, H, W, 3), np.uint8),
         "query": np.empty((n, H, W, 3), np.uint8),
@@ -222,7 +222,7 @@ def prepare_store(
     fingerprints: Mapping[str, str] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Create the store, or check it was made from this manifest and return its done shards."""
-    fs, root = zstore._fs(url, storage_options)
+    fs, root = zstore.filesystem(url, storage_options)
     exists = fs.exists(f"{root.rstrip('/')}/zarr.json")
     if exists and not overwrite:
         attrs = zstore.read_attrs(url, storage_options=storage_options)
@@ -242,7 +242,7 @@ def prepare_store(
         "manifest_hash": manifest.fingerprint(),
         "manifest": dict(manifest.raw) if manifest.raw is not None else manifest.to_dict(),
         "config": manifest.to_dict(),
-        "kinds": kinds_of(manifest),
+        "kinds": kinds_of(),
         "versions": versions(),
         "fingerprints": dict(fingerprints or {}),
         "swap_valid": True,
@@ -408,7 +408,7 @@ def _summarise(
 
 
 def _du(url: str, storage_options: Mapping[str, Any] | None) -> int:
-    fs, root = zstore._fs(url, storage_options)
+    fs, root = zstore.filesystem(url, storage_options)
     try:
         return int(fs.du(root))
     except (FileNotFoundError, NotImplementedError):

@@ -26,7 +26,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
     kinds = Counter(reader.kinds[k] for k in meta["kind"][present])
     frac = meta["mask_area"][present] / float(layout.height * layout.width)
     hist, _ = np.histogram(frac, bins=_AREA_BINS)
-    fs, root = zstore._fs(url, storage_options)
+    fs, root = zstore.filesystem(url, storage_options)
     sizes = {}
     for name in zstore.PIXEL_ARRAYS:
         try:

@@ -154,7 +154,8 @@ class Layout:
         }
 
 
-def _fs(url: str, storage_options: Mapping[str, Any] | None = None):
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
+    """The fsspec filesystem and root path of a store URL (local path or remote)."""
     import fsspec
 
     return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
@@ -181,7 +182,7 @@ def create_store(
     """Create an empty store (all arrays, no shards) at ``url``, replacing anything there."""
     import zarr
 
-    fs, root = _fs(url, storage_options)
+    fs, root = filesystem(url, storage_options)
     if fs.exists(root):
         fs.rm(root, recursive=True)
     store = _zarr_store(url, storage_options, read_only=False)
@@ -296,7 +297,7 @@ def write_json(
     url: str, key: str, obj: Any, *, storage_options: Mapping[str, Any] | None = None
 ) -> None:
     """Write a small JSON document under the store (atomically on local disks)."""
-    fs, root = _fs(url, storage_options)
+    fs, root = filesystem(url, storage_options)
     path = f"{root.rstrip('/')}/{key}"
     payload = json.dumps(obj, sort_keys=True, indent=1).encode()
     if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
@@ -313,7 +314,7 @@ def shard_records(
     url: str, *, storage_options: Mapping[str, Any] | None = None
 ) -> dict[int, dict[str, Any]]:
     """Completion records of the shards present in the store, keyed by shard number."""
-    fs, root = _fs(url, storage_options)
+    fs, root = filesystem(url, storage_options)
     base = f"{root.rstrip('/')}/{MARKER_DIR}"
     try:
         names = fs.ls(base, detail=False)
@@ -329,7 +330,7 @@ def shard_records(
 
 def remove_partials(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
     """Delete temporary ``*.partial`` files an interrupted local write left behind."""
-    fs, root = _fs(url, storage_options)
+    fs, root = filesystem(url, storage_options)
     if "file" not in fs.protocol or not fs.exists(root):
         return 0
     n = 0

@@ -7,8 +7,14 @@ COCO-format source and pay for decoding the sources, the edits, encoding and wri
   annotations with pycocotools' ``COCO.annToMask``, resizes with PIL, runs the same edit and
   writes prompt/query/mask as three PNG files with PIL (``../shared/docs/benchmarks.md``);
 - **synth, 1 core**: ``make_shard`` + ``write_shard`` in this process (one worker's work),
-  starting each timed run with an empty decoded-item cache (``forget_decoded``);
-- **synth, 1 vs 2 workers**: shard tasks on a warm local Dask cluster (scaling).
+  starting each shard with an empty decoded-item cache (``forget_decoded``): on a real dataset
+  a worker does not meet a shard's items again in its next shard;
+- **synth, 1 vs 2 workers**: shard tasks on a warm local Dask cluster (scaling), with the peak
+  RSS of each worker process.
+
+The defaults make 128 triples from the 64-image subset in shards of 64: two triples per image,
+the proportion of ``manifests/metauas-coco2017.yaml``, so each pool holds as many items as the
+recipe's (``synth/sample.py``: half a shard of images).
 
 Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported.
 
@@ -206,11 +212,13 @@ def synth_one_core(manifest, url: str, shards: range) -> None:
     from synth.build import make_shard
 
     for s in shards:
+        forget_decoded(manifest)
         arrays, record = make_shard(manifest, s)
         zs.write_shard(url, s, arrays, record)
 
 
-def synth_cluster(client, manifest, url: str, shards: list[int]) -> None:
+def synth_cluster(client, manifest, url: str, shards: list[int]) -> float:
+    """Build ``shards`` on the cluster; the largest peak RSS (MB) a worker reported."""
     from distributed import wait
 
     from synth.build import build_shard_task
@@ -220,8 +228,7 @@ def synth_cluster(client, manifest, url: str, shards: list[int]) -> None:
         build_shard_task, [payload] * len(shards), [url] * len(shards), shards, pure=False
     )
     wait(futs)
-    for f in futs:
-        f.result()
+    return max(f.result()["peak_rss_mb"] for f in futs)
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -235,8 +242,8 @@ def main() -> None:
     ap.add_argument("--coco", type=Path, default=None, help="COCO dir with images/ + annotations/")
     ap.add_argument("--textures", type=Path, default=None)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--triples", type=int, default=64, help="triples per timed run")
-    ap.add_argument("--shard", type=int, default=16)
+    ap.add_argument("--triples", type=int, default=128, help="triples per timed run")
+    ap.add_argument("--shard", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 worker runs")
     ap.add_argument("--json", type=Path, default=None)
@@ -283,7 +290,7 @@ def main() -> None:
                 f"synth {n / t_synth:6.1f} triples/s",
                 flush=True,
             )
-        scaling = {}
+        scaling, peak_rss = {}, {}
         if not args.no_scaling:
             from distributed import Client, LocalCluster
 
@@ -300,17 +307,19 @@ def main() -> None:
                     ) as cl,
                     Client(cl) as c,
                 ):
-                    rates = []
+                    rates, rss = [], 0.0
                     for rep in range(args.repeat + 1):
                         url = str(tmp / f"w{workers}-{rep}.zarr")
                         zs.create_store(url, layout_for(big), {"kinds": []})
                         t0 = time.perf_counter()
-                        synth_cluster(c, big, url, shards if rep else shards[:workers])
+                        rss = max(
+                            rss, synth_cluster(c, big, url, shards if rep else shards[:workers])
+                        )
                         dt = time.perf_counter() - t0
                         if rep:
                             rates.append(4 * n / dt)
                         shutil.rmtree(url)
-                    scaling[workers] = _stats(rates)
+                    scaling[workers], peak_rss[workers] = _stats(rates), rss
                     print(
                         f"  {workers} worker(s): {scaling[workers]['median']:.1f} triples/s",
                         flush=True,
@@ -340,12 +349,17 @@ def main() -> None:
         for w in (1, 2):
             print(
                 f"{f'dask {w} worker(s)':<22}{scaling[w]['median']:>16.1f}"
-                f"{scaling[w]['min']:>9.1f}-{scaling[w]['max']:<8.1f}  (total, not per core)"
+                f"{scaling[w]['min']:>9.1f}-{scaling[w]['max']:<8.1f}  (total, not per core; "
+                f"peak RSS per worker {peak_rss[w]:.0f} MB)"
             )
         result["scaling"] = {"1": scaling[1], "2": scaling[2], "speedup": sc}
+        result["peak_rss_mb_per_worker"] = max(peak_rss.values())
     line = f"build: {ss['median']:.1f} triples/s/core, {ratio:.1f}x naive baseline"
     if scaling:
-        line += f", {result['scaling']['speedup']:.2f}x from 1 to 2 workers"
+        line += (
+            f", {result['scaling']['speedup']:.2f}x from 1 to 2 workers, peak RSS "
+            f"{result['peak_rss_mb_per_worker']:.0f} MB/worker"
+        )
     print(line + f" (median of {args.repeat})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -48,7 +48,12 @@ _TOP_KEYS = {
     "edits",
     "inpainter",
     "max_attempts",
+    "sampling",
 }
+#: ``sampling.mode``: ``pooled`` draws a shard's source items from that shard's pool (a slice of a
+#: seeded walk over every item, so each item is decoded once per shard and every item gets used);
+#: ``independent`` draws every item uniformly for every triple. See ``synth/sample.py``.
+SAMPLING_MODES = ("pooled", "independent")
 _PATH_KEYS = ("ann_file", "image_root", "root", "cache_dir")
 
 
@@ -81,6 +86,7 @@ class Manifest:
     edits: Mapping[str, Mapping[str, Any]]
     inpainter: Mapping[str, Any]
     max_attempts: int = 8
+    sampling: str = "pooled"
     #: the mapping as written in the YAML file (recorded in the store next to the resolved config)
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -102,6 +108,7 @@ class Manifest:
             "edits": {k: dict(v) for k, v in self.edits.items()},
             "inpainter": dict(self.inpainter),
             "max_attempts": self.max_attempts,
+            "sampling": {"mode": self.sampling},
         }
 
     def fingerprint(self) -> str:
@@ -233,6 +240,14 @@ def parse_manifest(raw: Mapping[str, Any], base_dir: str | Path | None) -> Manif
     if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
         raise ConfigError(f"codec.level: {level!r} for {codec_name}; use an integer in {lo}..{hi}")
     max_attempts = _int(raw, "max_attempts", "manifest", default=8, lo=1)
+    sampling = raw.get("sampling", {}) or {}
+    if not isinstance(sampling, Mapping) or not set(sampling) <= {"mode"}:
+        raise ConfigError(f"sampling: {sampling!r}; use {{mode: {'|'.join(SAMPLING_MODES)}}}")
+    sampling_mode = sampling.get("mode", SAMPLING_MODES[0])
+    if sampling_mode not in SAMPLING_MODES:
+        raise ConfigError(
+            f"sampling.mode: {sampling_mode!r}; use one of {', '.join(SAMPLING_MODES)}"
+        )
 
     sources = raw.get("sources")
     if not isinstance(sources, Mapping):
@@ -291,6 +306,7 @@ def parse_manifest(raw: Mapping[str, Any], base_dir: str | Path | None) -> Manif
         edits={k: dict(v) for k, v in edits.items()},
         inpainter=inpainter,
         max_attempts=max_attempts,
+        sampling=sampling_mode,
     )
 
 

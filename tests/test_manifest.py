@@ -45,6 +45,8 @@ def _base() -> dict:
         ({"codec": {"name": "zstd", "level": 30}}, r"codec.level: 30 for zstd; .* in 0..22"),
         ({"codec": {"name": "blosc-lz4", "level": 0}}, r"codec.level: 0 for blosc-lz4; .* 1..9"),
         ({"codec": {"name": "none", "level": "3"}}, r"codec.level: '3' for none; .* 0..0"),
+        ({"sampling": {"mode": False}}, r"sampling.mode: False; use one of pooled, independent"),
+        ({"sampling": {"pool": 3}}, r"sampling: .*; use \{mode: pooled\|independent\}"),
         ({"codec": {"name": "zstd", "zstd_level": 3}}, r"codec: .*use \{name: blosc-lz4\|zstd"),
         ({"version": 2}, r"version: 2 unsupported"),
         ({"sources": {"images": []}}, r"sources.images: empty"),

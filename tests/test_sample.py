@@ -79,6 +79,8 @@ class _Broken:
 
 
 def test_unreadable_inputs_are_skipped_and_listed(manifest):
+    # Half the items are broken: a donor edit needs two good draws, so allow enough retries.
+    manifest = manifest.with_overrides(max_attempts=24)
     cat = Catalog.open(manifest)
     cat.images = [_Broken(cat.images[0])]
     seen = []
@@ -100,3 +102,85 @@ def test_exhausted_attempts_is_a_clear_error(manifest):
     with pytest.raises(SynthError, match="no usable inputs after 1 attempts"):
         for i in range(40):
             realize(m, cat, i)
+
+
+def test_pool_sizes_follow_uses_per_item():
+    from synth.sample import pool_size
+
+    # The COCO recipe: 236544 triples over 118287 images, shards of 256: two uses per image.
+    assert pool_size(118287, 256, 236544, 16) == 129  # 2.0 uses: ceil(128.02)
+    # Fewer triples than items: a fresh item for every draw of the shard.
+    assert pool_size(1000, 64, 320, 16) == 64
+    # A tiny source is one pool; the floor keeps donor candidates besides the base.
+    assert pool_size(13, 64, 320, 16) == 13
+    assert pool_size(5640, 128, 118272, 8) == 8
+
+
+def test_walk_uses_every_item_before_any_twice():
+    from synth.sample import _walk
+
+    pools = [_walk(7, False, 0, 100, 30, k) for k in range(7)]
+    flat = np.concatenate(pools)
+    assert all(p.size == 30 for p in pools)
+    for lap in range(2):
+        assert sorted(flat[lap * 100 : (lap + 1) * 100].tolist()) == list(range(100))
+    assert flat[:100].tolist() != flat[100:200].tolist()  # a fresh permutation per lap
+    np.testing.assert_array_equal(_walk(7, False, 0, 100, 30, 3), pools[3])
+    assert _walk(8, False, 0, 100, 30, 0).tolist() != pools[0].tolist()
+
+
+def _pooled(mode: str, n: int, shard: int, mix: dict[str, float]):
+    m = default_manifest(n=n, size=(48, 64), seed=5)
+    return parse_manifest(
+        {**m.to_dict(), "shard_size": shard, "mix": mix, "sampling": {"mode": mode}},
+        base_dir=None,
+    )
+
+
+def test_pooled_sampling_uses_every_image_evenly():
+    m = _pooled("pooled", 52, 13, {"local_texture": 1.0})  # 13 sample photos, 4 uses each
+    cat = Catalog.open(m)
+    bases = [sample_spec(m, cat, i).base.index for i in range(m.n)]
+    assert sorted(bases) == sorted(list(range(13)) * 4)
+    for k in range(4):  # every shard meets every photo once
+        assert sorted(bases[13 * k : 13 * (k + 1)]) == list(range(13))
+    ind = _pooled("independent", 52, 13, {"local_texture": 1.0})
+    other = [sample_spec(ind, Catalog.open(ind), i).base.index for i in range(ind.n)]
+    assert sorted(other) != sorted(bases)
+
+
+def test_pooled_shard_decodes_only_its_pool(tmp_path):
+    import cv2
+
+    from synth import build
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cv2.imwrite(str(tmp_path / f"t{i:02d}.png"), rng.integers(0, 255, (24, 24, 3), np.uint8))
+    loads: dict[str, list[int]] = {}
+    for mode in ("pooled", "independent"):
+        m = _pooled(mode, 80, 20, {"local_texture": 1.0})
+        m = parse_manifest(
+            {
+                **m.to_dict(),
+                "sources": {
+                    "images": [{"name": "samples", "kind": "samples"}],
+                    "textures": [{"name": "tex", "kind": "folder", "root": str(tmp_path)}],
+                },
+            },
+            base_dir=None,
+        )
+        build._CATALOGS.clear()
+        cat = build._catalog(m)
+        src, seen = cat.textures[0], loads.setdefault(mode, [])
+        inner = src.load
+        src.load = lambda i, _inner=inner, _seen=seen: (_seen.append(i), _inner(i))[1]
+        arrays, _ = build.make_shard(m, 2)
+        used = set(arrays["texture_index"].tolist())
+        if mode == "pooled":
+            pool = cat.pool(m.seed, True, 0, 2).tolist()
+            assert len(pool) == 10  # 40 textures, 2 uses each: 20 draws per shard from 10
+            assert used <= set(pool)
+    build._CATALOGS.clear()
+    assert len(loads["pooled"]) == len(set(loads["pooled"])) <= 10
+    assert len(loads["independent"]) > 10  # about 17 of 40 for 20 independent draws

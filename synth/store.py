@@ -13,14 +13,17 @@ Layout (format version 2, documented in ``docs/store-format.md``)::
 Codecs are portable (``bytes`` + one of ``blosc`` lz4, ``zstd`` or nothing, inside
 ``sharding_indexed``) so tensorstore and any Zarr v3 reader open the arrays without synth. One
 task writes one whole shard of every array, once; a shard counts as present only when its
-completion record exists.
+completion record exists. ``write_shard`` encodes the objects itself (``shard_objects``,
+``encode_shard``) to the bytes zarr-python would write, without zarr-python's per-array and
+per-chunk overhead, and falls back to zarr-python for a store in any other layout.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +50,17 @@ META_FIELDS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "mask_area": ("int32", (), -1),
     "bbox": ("int32", (4,), -1),
 }
+#: Every array of a store, as paths under its root, in the order ``write_shard`` writes them.
+ARRAY_NAMES = (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS))
 MARKER_DIR = "_synth/shards"
 RUNS_DIR = "_synth/runs"
+
+#: Offset and length of an inner chunk missing from a shard (all fill value, never stored).
+SHARD_MISSING = 2**64 - 1
+#: Bytes per inner chunk in a shard index: (offset, nbytes) as little-endian uint64.
+SHARD_INDEX_ENTRY_NBYTES = 16
+#: Bytes of the crc32c that follows the index at the end of a shard.
+SHARD_CHECKSUM_NBYTES = 4
 
 #: Lossless chunk codecs a store may use: name -> (lowest level, highest level, default level).
 #: ``blosc-lz4`` is the default: it decodes about 3x faster than zstd-3 for a 1.14-1.24x larger
@@ -104,15 +116,22 @@ class Codec:
             )
         return ()
 
-    def numcodecs(self) -> Any:
-        """The numcodecs codec that makes the same chunk bytes (None for ``none``)."""
+    def numcodecs(self, typesize: int = 1) -> Any:
+        """The numcodecs codec that makes the same chunk bytes (None for ``none``).
+
+        ``typesize`` is the array's item size: zarr passes it to blosc, whose output depends on it.
+        """
         import numcodecs
 
         if self.name == "zstd":
-            return numcodecs.Zstd(level=self.level)
+            return numcodecs.Zstd(level=self.level, checksum=False)
         if self.name == "blosc-lz4":
             return numcodecs.Blosc(
-                cname="lz4", clevel=self.level, shuffle=numcodecs.Blosc.NOSHUFFLE, blocksize=0
+                cname="lz4",
+                clevel=self.level,
+                shuffle=numcodecs.Blosc.NOSHUFFLE,
+                blocksize=0,
+                typesize=typesize,
             )
         return None
 
@@ -276,21 +295,255 @@ def write_shard(
     ``arrays`` holds ``prompt``, ``query``, ``mask`` and every ``META_FIELDS`` name, each with
     exactly the shard's number of samples. Writing the record last makes a shard count only
     once all its bytes are in place; a rerun simply rewrites the same bytes.
+
+    The objects are encoded here (``shard_objects``), byte for byte what zarr-python writes,
+    each written once and atomically; a store whose array metadata is not the layout
+    ``create_store`` makes is written through zarr-python instead.
     """
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+    group = json.loads(fs.cat_file(f"{root}/zarr.json"))
+    layout = layout_of(group["attributes"]["synth"])
+    start, stop = layout.shard_range(shard)
+    for name in ARRAY_NAMES:
+        n = len(arrays[name.removeprefix("meta/")])
+        if n != stop - start:
+            raise ValueError(f"shard {shard}: {name} has {n} samples, want {stop - start}")
+    mismatch = _layout_mismatch(fs, root, layout)
+    if mismatch is None:
+        objects = shard_objects(layout, shard, arrays)
+        _put_objects(fs, {f"{root}/{k}": v for k, v in objects.items() if v is not None})
+        for key in (k for k, v in objects.items() if v is None):
+            _delete_object(fs, f"{root}/{key}")
+    else:
+        warnings.warn(
+            f"{url}: {mismatch}; writing through zarr-python (slower)", RuntimeWarning, stacklevel=2
+        )
+        _write_shard_zarr(url, shard, arrays, storage_options=storage_options)
+    payload = json.dumps(record, sort_keys=True, indent=1).encode()
+    _put_objects(fs, {f"{root}/{MARKER_DIR}/{shard:06d}.json": payload})
+
+
+def _write_shard_zarr(
+    url: str,
+    shard: int,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write every array's slice of ``shard`` through zarr-python (any array metadata)."""
     import zarr
 
     store = _zarr_store(url, storage_options, read_only=False)
     group = zarr.open_group(store=store, mode="r+", zarr_format=3)
-    layout = layout_of(group.attrs["synth"])
+    start, stop = layout_of(group.attrs["synth"]).shard_range(shard)
+    for name in ARRAY_NAMES:
+        group[name][start:stop] = arrays[name.removeprefix("meta/")]
+
+
+def shard_objects(
+    layout: Layout, shard: int, arrays: Mapping[str, np.ndarray]
+) -> dict[str, bytes | None]:
+    """The object of every array for ``shard``: store key -> bytes, None where zarr stores none.
+
+    Follows zarr's ``write_empty_chunks=False``: an inner chunk (sample) of fill values only is
+    left out of its shard, and a shard or metadata chunk of fill values only is no object at all
+    (None: an object left at that key by an earlier write must go). The last metadata chunk of a
+    store whose ``n`` is not a multiple of ``shard_size`` is padded with the fill value.
+    """
     start, stop = layout.shard_range(shard)
-    for name in (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS)):
-        data = arrays[name.removeprefix("meta/")]
-        if data.shape[0] != stop - start:
-            raise ValueError(
-                f"shard {shard}: {name} has {data.shape[0]} samples, want {stop - start}"
-            )
-        group[name][start:stop] = data
-    write_json(url, f"{MARKER_DIR}/{shard:06d}.json", record, storage_options=storage_options)
+    S, n = layout.shard_size, stop - start
+    out: dict[str, bytes | None] = {}
+    for name in ARRAY_NAMES:
+        dtype, tail, fill = _array_spec(layout, name)
+        data = np.asarray(arrays[name.removeprefix("meta/")])
+        if data.dtype != dtype:
+            data = data.astype(dtype)  # zarr-python casts the same way
+        if data.shape != (n, *tail):
+            raise ValueError(f"shard {shard}: {name} has shape {data.shape}, want {(n, *tail)}")
+        encode = chunk_encoder(layout.codec, dtype)
+        key = f"{name}/c/{shard}" + "/0" * len(tail)
+        if name in PIXEL_ARRAYS:  # fill value 0
+            present = data.reshape(n, -1).any(axis=1)
+            chunks = [encode(data[i]) if present[i] else None for i in range(n)]
+            out[key] = encode_shard(chunks + [None] * (S - n))
+        else:
+            chunk = np.full((S, *tail), fill, dtype=dtype)
+            chunk[:n] = data
+            out[key] = None if np.all(chunk == fill) else encode(chunk)
+    return out
+
+
+def chunk_encoder(codec: Codec, dtype: str | np.dtype) -> Callable[[np.ndarray], bytes]:
+    """Encoder of one chunk of ``dtype``: ``bytes`` (little endian, C order), then ``codec``."""
+    dt = np.dtype(dtype)
+    compressor = codec.numcodecs(dt.itemsize)
+    if codec.name == "blosc-lz4":
+        from numcodecs import blosc
+
+        blosc.use_threads = False  # as zarr-python sets on import; one core per task
+    le = dt.newbyteorder("<")
+
+    def encode(chunk: np.ndarray) -> bytes:
+        raw = np.ascontiguousarray(chunk, dtype=le).reshape(-1).view(np.uint8)
+        return raw.tobytes() if compressor is None else bytes(compressor.encode(raw))
+
+    return encode
+
+
+def encode_shard(chunks: Sequence[bytes | None]) -> bytes | None:
+    """A ``sharding_indexed`` object (index at the end) of its encoded inner chunks, in order.
+
+    ``chunks[i]`` is inner chunk i, None where it is missing. Chunks follow each other in order
+    (zarr's Morton order, which for a chunk grid of (S, 1, ...) is this order), then the index
+    of (offset, nbytes) little-endian uint64 pairs (``SHARD_MISSING`` twice for a missing chunk),
+    then the index's crc32c. None when every chunk is missing: zarr writes no such shard.
+    """
+    import google_crc32c
+
+    index = np.full((len(chunks), 2), SHARD_MISSING, dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0
+    for i, chunk in enumerate(chunks):
+        if chunk:
+            index[i] = offset, len(chunk)
+            parts.append(chunk)
+            offset += len(chunk)
+    if not parts:
+        return None
+    index_bytes = index.tobytes()
+    checksum = google_crc32c.value(index_bytes).to_bytes(SHARD_CHECKSUM_NBYTES, "little")
+    return b"".join([*parts, index_bytes, checksum])
+
+
+def shard_index_nbytes(n_chunks: int) -> int:
+    """Length of the index (and its checksum) that ends a shard of ``n_chunks`` inner chunks."""
+    return SHARD_INDEX_ENTRY_NBYTES * n_chunks + SHARD_CHECKSUM_NBYTES
+
+
+def _array_spec(layout: Layout, name: str) -> tuple[str, tuple[int, ...], int]:
+    """(dtype, trailing shape, fill value) of array ``name`` of a store of ``layout``."""
+    if name in PIXEL_ARRAYS:
+        hw = (layout.height, layout.width)
+        return "uint8", (*hw, 3) if name in IMAGE_ARRAYS else hw, 0
+    return META_FIELDS[name.removeprefix("meta/")]
+
+
+def _expected_metadata(layout: Layout, name: str) -> dict[str, Any]:
+    """The ``zarr.json`` fields that decide the bytes of array ``name``, as ``create_store`` writes
+    them (``bytes`` codecs with their ``endian`` spelled out, see ``_normalized``)."""
+    dtype, tail, fill = _array_spec(layout, name)
+    codecs = [_bytes_codec(), *_compressor_json(layout.codec, dtype)]
+    chunks = [layout.shard_size, *tail]
+    if name in PIXEL_ARRAYS:
+        sharding = {
+            "chunk_shape": [1, *tail],
+            "codecs": codecs,
+            "index_codecs": [_bytes_codec(), {"name": "crc32c"}],
+            "index_location": "end",
+        }
+        codecs = [{"name": "sharding_indexed", "configuration": sharding}]
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [layout.n, *tail],
+        "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill,
+        "codecs": codecs,
+        "storage_transformers": [],
+    }
+
+
+def _bytes_codec() -> dict[str, Any]:
+    return {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def _compressor_json(codec: Codec, dtype: str) -> list[dict[str, Any]]:
+    """The codecs after ``bytes`` that ``Codec.zarr_compressors`` puts in ``zarr.json``."""
+    if codec.name == "zstd":
+        return [{"name": "zstd", "configuration": {"level": codec.level, "checksum": False}}]
+    if codec.name == "blosc-lz4":
+        config = {"typesize": np.dtype(dtype).itemsize, "cname": "lz4", "clevel": codec.level}
+        config.update(shuffle="noshuffle", blocksize=0)
+        return [{"name": "blosc", "configuration": config}]
+    return []
+
+
+def _normalized(meta: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``meta`` restricted to ``keys``, ``bytes`` codecs without ``endian`` read as little endian
+    (zarr-python omits it for one-byte types) and absent ``storage_transformers`` as none."""
+
+    def codecs(chain: Any) -> Any:
+        if not isinstance(chain, list):
+            return chain
+        out = []
+        for c in chain:
+            if isinstance(c, dict) and c.get("name") == "bytes":
+                c = {**c, "configuration": {"endian": "little", **c.get("configuration", {})}}
+            elif isinstance(c, dict) and c.get("name") == "sharding_indexed":
+                cfg = dict(c.get("configuration", {}))
+                for k in ("codecs", "index_codecs"):
+                    cfg[k] = codecs(cfg.get(k))
+                c = {**c, "configuration": cfg}
+            out.append(c)
+        return out
+
+    out = {k: meta.get(k) for k in keys}
+    out["codecs"] = codecs(out["codecs"])
+    if out["storage_transformers"] is None:
+        out["storage_transformers"] = []
+    return out
+
+
+def _layout_mismatch(fs: Any, root: str, layout: Layout) -> str | None:
+    """None if every array's ``zarr.json`` is what ``shard_objects`` encodes for, else why not."""
+    paths = {name: f"{root}/{name}/zarr.json" for name in ARRAY_NAMES}
+    try:
+        docs = fs.cat(list(paths.values()), on_error="raise")
+    except FileNotFoundError as e:
+        return f"array metadata missing ({e})"
+    for name, path in paths.items():
+        want = _expected_metadata(layout, name)
+        try:
+            got = _normalized(json.loads(docs[path]), list(want))
+        except (ValueError, KeyError, TypeError) as e:
+            return f"array {name}: unreadable metadata ({e.__class__.__name__})"
+        if got != want:
+            diff = sorted(k for k in want if got[k] != want[k])
+            return f"array {name}: metadata differs from the layout in {', '.join(diff)}"
+    return None
+
+
+def _is_local(fs: Any) -> bool:
+    return "file" in fs.protocol
+
+
+def _put_objects(fs: Any, objects: Mapping[str, bytes]) -> None:
+    """Write each object (path -> bytes) whole, once: on local disks via a ``.partial`` file and
+    a rename, so no reader sees half of one (``remove_partials`` cleans up after a crash);
+    elsewhere one ``pipe_file`` (PUT) per object, concurrent where the filesystem is async."""
+    if not _is_local(fs):
+        fs.pipe(dict(objects))
+        return
+    for path, payload in objects.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.partial"
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+
+
+def _delete_object(fs: Any, path: str) -> None:
+    """Remove the object at ``path`` if there is one (zarr's delete of an all-fill chunk)."""
+    try:
+        if _is_local(fs):
+            os.unlink(path)
+        else:
+            fs.rm_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_json(
@@ -298,16 +551,8 @@ def write_json(
 ) -> None:
     """Write a small JSON document under the store (atomically on local disks)."""
     fs, root = filesystem(url, storage_options)
-    path = f"{root.rstrip('/')}/{key}"
     payload = json.dumps(obj, sort_keys=True, indent=1).encode()
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.partial"
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, payload)
+    _put_objects(fs, {f"{root.rstrip('/')}/{key}": payload})
 
 
 def shard_records(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import zarr
 from synth import store as zs
 from synth.errors import SynthError
 from synth.train.fastread import LocalShardReader
+from tests.conftest import store_digest
 
 CODECS = [zs.Codec("zstd", 3), zs.Codec("blosc-lz4", 9), zs.Codec("none", 0)]
 #: the Zarr v3 codec names inside ``sharding_indexed`` of each store codec
@@ -201,3 +204,194 @@ def test_codec_names_and_levels_are_checked():
         zs.Codec("blosc-lz4", 0)
     with pytest.raises(SynthError, match=r"codec none level 3: outside 0..0"):
         zs.Codec("none", 3)
+
+
+# --- the direct shard writer against zarr-python -------------------------------------------------
+
+
+def _tree(root) -> dict[str, str]:
+    """Every file (sha256) and directory under a local store, but the per-run logs."""
+    root = Path(root)
+    out = store_digest(root)
+    out.update({p.relative_to(root).as_posix() + "/": "dir" for p in root.rglob("*") if p.is_dir()})
+    return out
+
+
+def _varied_shards(layout: zs.Layout, seed: int) -> list[dict[str, np.ndarray]]:
+    """Photo-like shards with what ``write_empty_chunks=False`` treats specially: a shard of
+    all-zero masks, all-zero samples, metadata chunks of fill values only (one the padded last)."""
+    rng = np.random.default_rng(seed)
+    shards = []
+    for s in range(layout.n_shards):
+        arrays = _shard_arrays(layout, s, rng)
+        blocks = rng.integers(
+            0, 256, (len(arrays["prompt"]), layout.height // 8, layout.width // 8, 3)
+        )
+        arrays["prompt"] = blocks.repeat(8, 1).repeat(8, 2).astype(np.uint8)  # compressible
+        arrays["mask"] = (arrays["mask"] * (rng.random(arrays["mask"].shape) < 0.1)).astype(
+            np.uint8
+        )
+        for name, (_, _, fill) in zs.META_FIELDS.items():
+            if rng.random() < 0.3:
+                arrays[name][:] = fill
+        shards.append(arrays)
+    shards[seed % layout.n_shards]["mask"][:] = 0
+    shards[-1]["texture_index"][:] = -1  # padded to a whole chunk of fill values: no object
+    shards[0]["prompt"][1] = 0
+    shards[0]["query"][-1] = 0
+    return shards
+
+
+def _write_both(direct: str, reference: str, shards: dict[int, dict[str, np.ndarray]]) -> None:
+    """Write ``shards`` with ``write_shard`` to ``direct`` and through zarr-python to
+    ``reference`` (plus the same record)."""
+    for s, arrays in shards.items():
+        zs.write_shard(direct, s, arrays, {"shard": s})
+        zs._write_shard_zarr(reference, s, arrays)
+        zs.write_json(reference, f"{zs.MARKER_DIR}/{s:06d}.json", {"shard": s})
+
+
+@pytest.fixture()
+def no_fallback(monkeypatch):
+    """Fail a test whose ``write_shard`` would fall back to zarr-python."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("write_shard fell back to zarr-python")
+
+    real = zs._write_shard_zarr
+    monkeypatch.setattr(zs, "_write_shard_zarr", refuse)
+    return real
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=str)
+def test_direct_writer_is_byte_identical_to_zarr_python(tmp_path, codec, monkeypatch):
+    layout = zs.Layout(n=11, height=24, width=32, shard_size=4, codec=codec)
+    direct, ref = str(tmp_path / "direct.zarr"), str(tmp_path / "ref.zarr")
+    for url in (direct, ref):
+        zs.create_store(url, layout, {"kinds": ["a"]})
+    calls = []
+    real = zs._write_shard_zarr
+    monkeypatch.setattr(zs, "_write_shard_zarr", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = _varied_shards(layout, 0)
+    _write_both(direct, ref, dict(enumerate(first)))
+    assert len(calls) == layout.n_shards  # only the reference's writes went through zarr-python
+    tree = _tree(direct)
+    assert tree == _tree(ref)
+    assert "mask/c/0/0/0" not in tree and "meta/texture_index/c/2" not in tree
+    assert "prompt/c/0/0/0/0" in tree and "meta/kind/c/2" in tree
+    # resume: a rewrite of the same shard leaves the same bytes
+    zs.write_shard(direct, 1, first[1], {"shard": 1})
+    assert _tree(direct) == tree
+    # rewritten with other content: objects that become all fill are deleted in both stores
+    second = _varied_shards(layout, 1)
+    _write_both(direct, ref, dict(enumerate(second)))
+    assert _tree(direct) == _tree(ref) != tree
+    assert "mask/c/0/0/0" in _tree(direct) and "mask/c/1/0/0" not in _tree(direct)
+
+
+def test_direct_writer_readers_agree(tmp_path, no_fallback):
+    ts = pytest.importorskip("tensorstore")
+    layout = zs.Layout(n=11, height=24, width=32, shard_size=4)
+    url = str(tmp_path / "s.zarr")
+    zs.create_store(url, layout, {})
+    shards = _varied_shards(layout, 2)
+    for s, arrays in enumerate(shards):
+        zs.write_shard(url, s, arrays, {"shard": s})
+    g = zarr.open_group(url, mode="r")
+    for name in zs.ARRAY_NAMES:
+        want = np.concatenate([a[name.removeprefix("meta/")] for a in shards])
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{url}/{name}/"}}
+        np.testing.assert_array_equal(g[name][:], want, err_msg=f"zarr {name}")
+        got = ts.open(spec, read=True).result()[:].read().result()
+        np.testing.assert_array_equal(got, want, err_msg=f"tensorstore {name}")
+
+
+def test_format_1_store_is_written_directly(tmp_path, no_fallback):
+    layout = zs.Layout(n=6, height=8, width=8, shard_size=4, codec=zs.Codec("zstd", 5))
+    direct, ref = str(tmp_path / "direct.zarr"), str(tmp_path / "ref.zarr")
+    old = {**{k: v for k, v in layout.to_dict().items() if k != "codec"}, "zstd_level": 5}
+    for url in (direct, ref):
+        zs.create_store(url, layout, {})
+        zs.update_attrs(url, {"format_version": 1, "layout": old})
+    assert "codec" not in zs.read_attrs(direct)["layout"]
+    shards = _varied_shards(layout, 3)
+    for s, arrays in enumerate(shards):
+        zs.write_shard(direct, s, arrays, {"shard": s})
+        no_fallback(ref, s, arrays)
+        zs.write_json(ref, f"{zs.MARKER_DIR}/{s:06d}.json", {"shard": s})
+    assert _tree(direct) == _tree(ref)
+
+
+def _edit_prompt_cname(meta: dict) -> None:
+    meta["codecs"][0]["configuration"]["codecs"][1]["configuration"]["cname"] = "zstd"
+
+
+def _edit_seed_fill(meta: dict) -> None:
+    meta["fill_value"] = 7
+
+
+def _edit_mask_separator(meta: dict) -> None:
+    meta["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "."}}
+
+
+@pytest.mark.parametrize(
+    ("array", "edit"),
+    [
+        ("prompt", _edit_prompt_cname),
+        ("meta/seed", _edit_seed_fill),
+        ("mask", _edit_mask_separator),
+    ],
+    ids=["cname", "fill", "separator"],
+)
+def test_other_array_metadata_falls_back_to_zarr_python(tmp_path, monkeypatch, array, edit):
+    layout = zs.Layout(n=6, height=16, width=16, shard_size=4)
+    urls = {k: str(tmp_path / f"{k}.zarr") for k in ("fallback", "ref", "forced")}
+    for url in urls.values():
+        zs.create_store(url, layout, {})
+        path = tmp_path / f"{url}/{array}/zarr.json"
+        meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta))
+    shards = dict(enumerate(_varied_shards(layout, 4)))
+    shards[1]["seed"][:] = 3  # not the edited fill value: the padded last chunk is written
+    with pytest.warns(RuntimeWarning, match=f"array {array}: metadata differs"):
+        _write_both(urls["fallback"], urls["ref"], shards)
+    assert _tree(urls["fallback"]) == _tree(urls["ref"])
+    assert zarr.open_group(urls["fallback"], mode="r")[array][:].shape[0] == layout.n
+    # the fallback matters: the direct encoder, forced, writes other bytes into such a store
+    monkeypatch.setattr(zs, "_layout_mismatch", lambda *a: None)
+    for s, arrays in shards.items():
+        zs.write_shard(urls["forced"], s, arrays, {"shard": s})
+    assert _tree(urls["forced"]) != _tree(urls["ref"])
+
+
+def test_shard_encoding_round_trips_through_the_index():
+    chunks = [b"abc", None, b"", b"defgh"]
+    blob = zs.encode_shard(chunks)
+    index = np.frombuffer(blob[-zs.shard_index_nbytes(4) : -zs.SHARD_CHECKSUM_NBYTES], "<u8")
+    missing = zs.SHARD_MISSING
+    assert index.reshape(4, 2).tolist() == [[0, 3], [missing, missing], [missing, missing], [3, 5]]
+    assert blob[:8] == b"abcdefgh"
+    assert zs.encode_shard([None, None]) is None
+
+
+def test_direct_writer_on_object_storage(moto_s3, tmp_path, no_fallback):
+    import fsspec
+
+    opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": moto_s3}}
+    layout = zs.Layout(n=6, height=16, width=16, shard_size=4)
+    direct, ref = "s3://synth-test/direct.zarr", str(tmp_path / "ref.zarr")
+    zs.create_store(direct, layout, {}, storage_options=opts)
+    zs.create_store(ref, layout, {})
+    for seed in (5, 6):  # the second round rewrites, deleting objects that became all fill
+        for s, arrays in enumerate(_varied_shards(layout, seed)):
+            zs.write_shard(direct, s, arrays, {"shard": s}, storage_options=opts)
+            no_fallback(ref, s, arrays)
+            zs.write_json(ref, f"{zs.MARKER_DIR}/{s:06d}.json", {"shard": s})
+    fs = fsspec.filesystem("s3", **opts)
+    fs.invalidate_cache()
+    remote = {
+        p.removeprefix("synth-test/direct.zarr/"): hashlib.sha256(fs.cat_file(p)).hexdigest()
+        for p in fs.find("synth-test/direct.zarr")
+    }
+    assert remote == store_digest(ref)

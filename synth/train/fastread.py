@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-_MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
+from synth.store import SHARD_MISSING, shard_index_nbytes
 
 
 def _inner_codec(codecs: list[dict[str, Any]]) -> str | None:
@@ -134,7 +134,8 @@ class LocalShardReader:
             mm, index = None, None
         else:
             n = info["shard"]
-            index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=len(mm) - 16 * n - 4)
+            offset = len(mm) - shard_index_nbytes(n)
+            index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=offset)
             index = index.reshape(n, 2).copy()  # no buffer export: the map can close
         self._maps[key] = (mm, index)
         while len(self._maps) > self.max_open:
@@ -151,7 +152,7 @@ class LocalShardReader:
         for j, i in enumerate(indices.tolist()):
             mm, index = self._shard(name, i // S)
             entry = index[i % S] if index is not None else None
-            if entry is None or entry[0] == _MISSING:
+            if entry is None or entry[0] == SHARD_MISSING:
                 out[j] = info["fill"]
                 continue
             offset, length = int(entry[0]), int(entry[1])

@@ -34,6 +34,9 @@ def _catalog(manifest: Manifest) -> Any:
 
     key = manifest.fingerprint()
     if key not in _CATALOGS:
+        # A worker process (or thread) is one core's share of the build: OpenCV's own thread
+        # pool would oversubscribe the cores the other workers already fill.
+        cv2.setNumThreads(1)
         _CATALOGS.clear()
         _CATALOGS[key] = Catalog.open(manifest)
     return _CATALOGS[key]
@@ -137,6 +140,8 @@ def versions() -> dict[str, str]:
         "opencv-python-headless",
         "scikit-image",
         "zarr",
+        "numcodecs",
+        "google-crc32c",
         "dask",
         "pycocotools",
     ):

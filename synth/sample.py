@@ -30,7 +30,7 @@ from synth.errors import SkipSample, SourceError, SynthError
 from synth.manifest import Manifest
 from synth.rng import derive, derive_seed
 from synth.sources import create_source, create_texture_source
-from synth.sources.base import ImageSource, SourceImage, TextureSource
+from synth.sources.base import ImageSource, Instance, SourceImage, TextureSource
 from synth.sources.resize import resize_rgb, resize_source_image
 
 
@@ -191,15 +191,36 @@ class Catalog:
         """
         src = self.images[ref.source]
         return self.cache.get(
-            ("img", ref, size), lambda: _load_resized(src, ref, self.key(ref), size)
+            ("img", ref, size), lambda: _frozen(_load_resized(src, ref, self.key(ref), size))
         )
 
     def load_texture(self, ref: SourceRef, size: tuple[int, int]) -> np.ndarray:
         src = self.textures[ref.source]
         return self.cache.get(
             ("tex", ref, size),
-            lambda: resize_rgb(_keyed(self.key(ref, texture=True), src.load, ref.index), size),
+            lambda: _read_only(
+                resize_rgb(_keyed(self.key(ref, texture=True), src.load, ref.index), size)
+            ),
         )
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def _frozen(item: SourceImage) -> SourceImage:
+    """``item`` with read-only arrays: a cached item serves many triples, so an edit that wrote
+    into its inputs would make a triple depend on which triples the worker made before it."""
+    return SourceImage(
+        key=item.key,
+        image=_read_only(item.image),
+        instances=tuple(
+            Instance(mask=_read_only(i.mask), category=i.category, ann_id=i.ann_id)
+            for i in item.instances
+        ),
+        ignore=None if item.ignore is None else _read_only(item.ignore),
+    )
 
 
 def _keyed(key: str, load: Callable[..., Any], *args: Any) -> Any:

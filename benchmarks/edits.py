@@ -5,14 +5,15 @@ Usage: ``python benchmarks/edits.py [--size 256] [--repeat 7] [--json PATH]``
 The inputs are skimage photos (astronaut base with three hand-made instances and a crowd
 region, coffee donor with two instances, brick texture) resized to ``size`` x ``size``. Each
 kind is warmed up once, then run ``repeat`` times with seeds 0..repeat-1 (the same seeds for
-every kind); skipped samples are timed too, since the builder pays for them. OpenCV runs
-single-threaded so that the numbers are per core.
+every kind); skipped samples are timed too, since the builder pays for them. OpenCV and BLAS
+run single-threaded so that the numbers are per core.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -20,13 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-from skimage import data
+# Per-core figures: BLAS (the Poisson blend's matrix products) single-threaded, like OpenCV below.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from synth.edits import EDITS, EditInputs, list_edits, make_params
-from synth.errors import SkipSample
-from synth.sources.base import Instance, SourceImage
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from skimage import data  # noqa: E402
+
+from synth.edits import EDITS, EditInputs, list_edits, make_params  # noqa: E402
+from synth.errors import SkipSample  # noqa: E402
+from synth.sources.base import Instance, SourceImage  # noqa: E402
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:

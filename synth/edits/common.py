@@ -106,12 +106,24 @@ def pick_subset(
 
 
 def dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """HxW bool ``mask`` grown by ``px`` pixels with an elliptical kernel (new array)."""
-    m = mask.astype(np.uint8)
+    """HxW bool ``mask`` grown by ``px`` pixels with an elliptical kernel (new array).
+
+    Only the mask's bounding box plus ``px`` is dilated: nothing outside it can turn on, and
+    OpenCV's default border (no growth from outside) matches the zeros around the box, so the
+    result is identical to dilating the whole image for a fraction of the cost.
+    """
+    out = mask.astype(bool)
     if px <= 0:
-        return m.astype(bool)
+        return out
+    m = out.view(np.uint8)
+    x, y, w, h = cv2.boundingRect(m)
+    if w == 0:
+        return out
+    H, W = m.shape
+    y0, x0, y1, x1 = max(y - px, 0), max(x - px, 0), min(y + h + px, H), min(x + w + px, W)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return cv2.dilate(m, kernel).astype(bool)
+    m[y0:y1, x0:x1] = cv2.dilate(np.ascontiguousarray(m[y0:y1, x0:x1]), kernel)
+    return out
 
 
 def masked_copy(dst: np.ndarray, src: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -26,6 +27,21 @@ def test_pick_subset_respects_k_and_union_budget():
         assert np.logical_or.reduce([masks[i] for i in got]).sum() <= 60
     assert pick_subset(masks, 1, 10, np.random.default_rng(0)) == []
     assert len(pick_subset(masks, 1, 100, np.random.default_rng(0))) == 1
+
+
+@pytest.mark.parametrize("px", [0, 1, 3, 5])
+def test_dilate_equals_dilating_the_whole_image(px):
+    """``dilate`` works on the mask's box only; the result must not depend on that."""
+    rng = np.random.default_rng(px)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    for h, w in [(1, 1), (9, 14), (64, 48)]:
+        for density in (0.0, 0.01, 0.2):
+            m = rng.random((h, w)) < density
+            m[rng.integers(h), 0] = density > 0  # touch the border too
+            want = cv2.dilate(m.astype(np.uint8), kernel).astype(bool)
+            got = dilate(m, px)
+            assert got.dtype == bool and not np.shares_memory(got, m)
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("blend", ["feather", "poisson"])

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from synth.edits.paste import (
+    DILATE_MAX_PX,
     bbox,
     blend_feather,
     blend_poisson,
     crop_instance,
     feather_alpha,
     place_mask,
+    poisson_clone,
     sample_position,
     scale_patch,
     valid_positions,
@@ -63,15 +65,24 @@ def test_feather_alpha_range_and_support():
     np.testing.assert_array_equal(feather_alpha(m, 0.0), m.astype(np.float32))
 
 
-def test_valid_positions_match_brute_force():
+@pytest.mark.parametrize("kind", ["ellipse", "rectangle", "large", "sparse"])
+def test_valid_positions_match_brute_force(kind):
+    """Each way of testing placements (box sums, dilation, correlation) is exact."""
     rng = np.random.default_rng(0)
-    forbidden = rng.random((24, 30)) < 0.05
-    support = ellipse(7, 9, 0.5, 0.5, 0.45, 0.45)
+    forbidden = rng.random((40, 48)) < 0.03
+    h, w = {"large": (24, 22), "rectangle": (7, 12)}.get(kind, (7, 9))
+    support = {
+        "ellipse": ellipse(h, w, 0.5, 0.5, 0.45, 0.45),
+        "rectangle": np.ones((h, w), bool),
+        "large": ellipse(h, w, 0.5, 0.5, 0.49, 0.49),
+        "sparse": rng.random((h, w)) < 0.2,
+    }[kind]
+    assert (kind == "large") == (support.sum() > DILATE_MAX_PX)
     got = valid_positions(forbidden, support)
-    assert got.shape == (24 - 7 + 1, 30 - 9 + 1)
+    assert got.shape == (40 - h + 1, 48 - w + 1) and got.dtype == bool
     for y in range(got.shape[0]):
         for x in range(got.shape[1]):
-            assert got[y, x] == (not (forbidden[y : y + 7, x : x + 9] & support).any())
+            assert got[y, x] == (not (forbidden[y : y + h, x : x + w] & support).any())
 
 
 def test_sample_position_avoids_forbidden_or_returns_none():
@@ -133,3 +144,56 @@ def test_blend_poisson_keeps_the_patch_aligned():
     got = highpass(out)[21 + 6 : 21 + 24, 57 + 6 : 57 + 34]
     want = highpass(patch)[6:24, 6:34]
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9
+
+
+def _seamless_clone(canvas, patch, clone, y, x):
+    """The OpenCV call ``blend_poisson`` reproduces (full-size source, box-centred point)."""
+    H, W = canvas.shape[:2]
+    h, w = clone.shape
+    src = canvas.copy()
+    src[y : y + h, x : x + w] = patch
+    m = np.zeros((H, W), np.uint8)
+    m[y : y + h, x : x + w] = clone.astype(np.uint8) * 255
+    m[0, :] = m[-1, :] = 0
+    m[:, 0] = m[:, -1] = 0
+    bx, by, bw, bh = cv2.boundingRect(m)
+    return cv2.seamlessClone(src, canvas, m, (bx + bw // 2, by + bh // 2), cv2.NORMAL_CLONE)
+
+
+@pytest.mark.parametrize("shape", ["rectangle", "ellipse", "blobs", "thin"])
+def test_blend_poisson_equals_opencv_seamless_clone_up_to_rounding(shape):
+    """Same solve as ``cv2.seamlessClone``: only float rounding may move a value by 1."""
+    rng = np.random.default_rng(1)
+    canvas = photo("astronaut", 96, 128)
+    for trial in range(4):
+        h, w = int(rng.integers(12, 90)), int(rng.integers(12, 120))
+        y, x = int(rng.integers(0, 96 - h + 1)), int(rng.integers(0, 128 - w + 1))
+        patch = photo(("coffee", "rocket", "chelsea", "astronaut")[trial], h, w)
+        if shape == "rectangle":
+            clone = np.ones((h, w), bool)
+        elif shape == "ellipse":
+            clone = ellipse(h, w, 0.5, 0.5, 0.45, 0.4)
+        elif shape == "blobs":
+            noise = rng.random((h, w)).astype(np.float32)
+            clone = cv2.GaussianBlur(noise, (0, 0), 2.5) > 0.5
+        else:
+            clone = np.zeros((h, w), bool)
+            clone[h // 2 : h // 2 + 3, 1:-1] = True
+        want = _seamless_clone(canvas, patch, clone, y, x)
+        got = blend_poisson(canvas, patch, clone, y, x)
+        assert got is not None and got.shape == canvas.shape and got.dtype == np.uint8
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 1
+        assert (diff > 0).mean() < 5e-3
+
+
+def test_poisson_clone_keeps_the_ring_and_reproduces_a_full_clone():
+    """With the whole box cloned and source == destination, the solve returns the input."""
+    dest = photo("chelsea", 40, 52)
+    out = poisson_clone(dest, dest, np.ones((40, 52), bool))
+    assert np.abs(out.astype(int) - dest).max() <= 1
+    src = photo("rocket", 40, 52)
+    mask = ellipse(40, 52, 0.5, 0.5, 0.4, 0.4)
+    out = poisson_clone(dest, src, mask)
+    np.testing.assert_array_equal(out[[0, -1]], dest[[0, -1]])
+    np.testing.assert_array_equal(out[:, [0, -1]], dest[:, [0, -1]])

@@ -29,8 +29,9 @@ def test_noise_is_zero_on_lattice_points_and_smooth():
     assert np.abs(np.diff(n, axis=1)).max() < 0.2
 
 
-def test_noise_matches_a_per_pixel_reference():
-    shape, res = (12, 20), (3, 7)
+@pytest.mark.parametrize(("shape", "res"), [((12, 20), (3, 7)), ((16, 24), (2, 4))])
+def test_noise_matches_a_per_pixel_reference(shape, res):
+    """Both the uneven-cell and the even-cell (broadcast) expansion paths."""
     got = perlin_noise(shape, res, np.random.default_rng(5))
     angles = np.random.default_rng(5).uniform(0.0, 2.0 * np.pi, (res[0] + 1, res[1] + 1))
     gy, gx = np.sin(angles), np.cos(angles)

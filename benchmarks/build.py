@@ -16,7 +16,8 @@ The defaults make 128 triples from the 64-image subset in shards of 64: two trip
 the proportion of ``manifests/metauas-coco2017.yaml``, so each pool holds as many items as the
 recipe's (``synth/sample.py``: half a shard of images).
 
-Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported.
+Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported, and the
+ratio is the median of the ratios of each synth run to the naive run just before it.
 
     python benchmarks/build.py                       # ../shared/data/coco64 if present
     python benchmarks/build.py --coco DIR --repeat 5 --json out.json
@@ -331,7 +332,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     ns, ss = _stats(naive_s), _stats(synth_s)
-    ratio = ss["median"] / ns["median"]
+    # Each synth run is paired with the naive run just before it: the median of the paired
+    # ratios cancels the machine's slow and fast spells better than a ratio of medians.
+    ratio = statistics.median(b / a for a, b in zip(naive_s, synth_s, strict=True))
+    ratios = sorted(b / a for a, b in zip(naive_s, synth_s, strict=True))
     print(
         f"\nsource: {source}; {n} triples of {args.size}x{args.size} per run, default mix, "
         f"median of {args.repeat} (min-max)"
@@ -343,6 +347,7 @@ def main() -> None:
         "naive": ns,
         "synth": ss,
         "ratio": ratio,
+        "ratio_min_max": [ratios[0], ratios[-1]],
         "size": args.size,
         "triples": n,
         "source": source,
@@ -357,6 +362,7 @@ def main() -> None:
             )
         result["scaling"] = {"1": scaling[1], "2": scaling[2], "speedup": sc}
         result["peak_rss_mb_per_worker"] = max(peak_rss.values())
+    print(f"{'paired ratio':<22}{ratio:>15.1f}x{ratios[0]:>9.1f}-{ratios[-1]:<8.1f}")
     line = f"build: {ss['median']:.1f} triples/s/core, {ratio:.1f}x naive baseline"
     if scaling:
         line += (

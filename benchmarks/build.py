@@ -9,8 +9,8 @@ COCO-format source and pay for decoding the sources, the edits, encoding and wri
 - **synth, 1 core**: ``make_shard`` + ``write_shard`` in this process (one worker's work),
   starting each shard with an empty decoded-item cache (``forget_decoded``): on a real dataset
   a worker does not meet a shard's items again in its next shard;
-- **synth, 1 vs 2 workers**: shard tasks on a warm local Dask cluster (scaling), with the peak
-  RSS of each worker process.
+- **synth, 1 vs 2 workers**: shard tasks (each from an empty cache too) on a warm local Dask
+  cluster (scaling), with the peak RSS of each worker process.
 
 The defaults make 128 triples from the 64-image subset in shards of 64: two triples per image,
 the proportion of ``manifests/metauas-coco2017.yaml``, so each pool holds as many items as the
@@ -221,15 +221,26 @@ def synth_one_core(manifest, url: str, shards: range) -> None:
         zs.write_shard(url, s, arrays, record)
 
 
+def cold_shard_task(payload: dict, url: str, shard: int) -> dict:
+    """``build_shard_task`` starting from an empty decoded-item cache, as ``synth_one_core``.
+
+    On the 64-image subset a worker would otherwise meet the images of its earlier shards
+    again, and one worker (every shard) would profit more than each of two (half the shards).
+    """
+    from synth.build import build_shard_task
+    from synth.manifest import parse_manifest
+
+    forget_decoded(parse_manifest(payload, base_dir=None))
+    return build_shard_task(payload, url, shard)
+
+
 def synth_cluster(client, manifest, url: str, shards: list[int]) -> float:
     """Build ``shards`` on the cluster; the largest peak RSS (MB) a worker reported."""
     from distributed import wait
 
-    from synth.build import build_shard_task
-
     payload = manifest.to_dict()
     futs = client.map(
-        build_shard_task, [payload] * len(shards), [url] * len(shards), shards, pure=False
+        cold_shard_task, [payload] * len(shards), [url] * len(shards), shards, pure=False
     )
     wait(futs)
     return max(f.result()["peak_rss_mb"] for f in futs)

@@ -107,10 +107,19 @@ def _fixture(tmp: Path) -> tuple[Path, Path, Path]:
     return ann_file, img_dir, tex_dir
 
 
-def _manifest(ann_file: Path, img_dir: Path, tex_dir: Path, n: int, shard: int, size: int):
+def _manifest(
+    ann_file: Path,
+    img_dir: Path,
+    tex_dir: Path,
+    n: int,
+    shard: int,
+    size: int,
+    sampling: str = "pooled",
+):
     return parse_manifest(
         {
             "name": "bench",
+            "sampling": {"mode": sampling},
             "seed": 0,
             "n": n,
             "size": size,
@@ -260,6 +269,12 @@ def main() -> None:
     ap.add_argument("--triples", type=int, default=128, help="triples per timed run")
     ap.add_argument("--shard", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--sampling",
+        choices=("pooled", "independent"),
+        default="pooled",
+        help="the manifest's sampling.mode (independent: no decode sharing within a shard)",
+    )
     ap.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 worker runs")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -280,7 +295,7 @@ def main() -> None:
             ann, img_dir, tex_dir = _fixture(tmp / "fixture")
             source = "generated COCO-format fixture (640x480 JPEG)"
         n = args.triples
-        m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size)
+        m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size, args.sampling)
         n_shards = layout_for(m).n_shards
         naive_s, synth_s = [], []
         for rep in range(args.repeat + 1):  # rep 0 = warm-up
@@ -309,7 +324,7 @@ def main() -> None:
         if not args.no_scaling:
             from distributed import Client, LocalCluster
 
-            big = _manifest(ann, img_dir, tex_dir, 4 * n, args.shard, args.size)
+            big = _manifest(ann, img_dir, tex_dir, 4 * n, args.shard, args.size, args.sampling)
             shards = list(range(layout_for(big).n_shards))
             for workers in (1, 2):
                 with (
@@ -349,6 +364,7 @@ def main() -> None:
     ratios = sorted(b / a for a, b in zip(naive_s, synth_s, strict=True))
     print(
         f"\nsource: {source}; {n} triples of {args.size}x{args.size} per run, default mix, "
+        f"{args.sampling} sampling, "
         f"median of {args.repeat} (min-max)"
     )
     print(f"{'side':<22}{'triples/s/core':>16}{'min-max':>18}")
@@ -362,6 +378,7 @@ def main() -> None:
         "size": args.size,
         "triples": n,
         "source": source,
+        "sampling": args.sampling,
     }
     if scaling:
         sc = scaling[2]["median"] / scaling[1]["median"]

@@ -11,8 +11,8 @@ source (one fresh permutation per pass). A pool holds as many items as the shard
 item to be used about as often as the whole store uses it (``pool_size``), so every use of a
 decoded image falls in the shard that decodes it, and every item is used before any is used
 twice. ``independent`` mode draws every item uniformly for every triple instead: the same
-distribution per triple, but about 1.7 decodes per triple and, at two triples per image, an
-eighth of the images never used as a base.
+distribution per triple, but about 1.7 decodes per triple and, at two triples per image, about
+13% of the images never used as a base (e^-2).
 """
 
 from __future__ import annotations

@@ -576,7 +576,7 @@ def shard_records(
 def remove_partials(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
     """Delete temporary ``*.partial`` files an interrupted local write left behind."""
     fs, root = filesystem(url, storage_options)
-    if "file" not in fs.protocol or not fs.exists(root):
+    if not _is_local(fs) or not fs.exists(root):
         return 0
     n = 0
     for dirpath, _, files in os.walk(root):

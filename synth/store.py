@@ -320,8 +320,7 @@ def write_shard(
             f"{url}: {mismatch}; writing through zarr-python (slower)", RuntimeWarning, stacklevel=2
         )
         _write_shard_zarr(url, shard, arrays, storage_options=storage_options)
-    payload = json.dumps(record, sort_keys=True, indent=1).encode()
-    _put_objects(fs, {f"{root}/{MARKER_DIR}/{shard:06d}.json": payload})
+    _put_json(fs, f"{root}/{MARKER_DIR}/{shard:06d}.json", record)
 
 
 def _write_shard_zarr(
@@ -551,8 +550,11 @@ def write_json(
 ) -> None:
     """Write a small JSON document under the store (atomically on local disks)."""
     fs, root = filesystem(url, storage_options)
-    payload = json.dumps(obj, sort_keys=True, indent=1).encode()
-    _put_objects(fs, {f"{root.rstrip('/')}/{key}": payload})
+    _put_json(fs, f"{root.rstrip('/')}/{key}", obj)
+
+
+def _put_json(fs: Any, path: str, obj: Any) -> None:
+    _put_objects(fs, {path: json.dumps(obj, sort_keys=True, indent=1).encode()})
 
 
 def shard_records(

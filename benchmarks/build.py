@@ -19,14 +19,22 @@ recipe's (``synth/sample.py``: half a shard of images).
 Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported, and the
 ratio is the median of the ratios of each synth run to the naive run just before it.
 
+``--stages`` also times the stages of the one-core synth runs (draw specs, read, decode, resize,
+instance masks, textures, each edit kind, encode, write) with wrappers around the functions
+that do them, a few per triple, so the totals stay within noise of unwrapped runs. The table
+shows where a triple's time goes and which part the naive side pays too (the edits).
+
     python benchmarks/build.py                       # ../shared/data/coco64 if present
     python benchmarks/build.py --coco DIR --repeat 5 --json out.json
+    python benchmarks/build.py --stages --no-scaling
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import io
 import json
 import os
@@ -35,7 +43,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -255,6 +265,87 @@ def synth_cluster(client, manifest, url: str, shards: list[int]) -> float:
     return max(f.result()["peak_rss_mb"] for f in futs)
 
 
+#: (row label, patch target) of the timed stages, in table order. Indented rows run inside the
+#: row above them; "edits" is the sum of the per-kind rows that ``stage_timers`` adds.
+STAGES = (
+    ("draw specs", "synth.sample.sample_spec"),
+    ("load images", "synth.sample.Catalog.load_image"),
+    ("  read bytes", "synth.sources.coco.read_bytes"),
+    ("  decode JPEG", "synth.sources.coco.decode_bgr"),
+    ("  resize (area)", "synth.sources.coco.resize_rgb"),
+    ("  instance masks", "synth.sources.coco._sample_rles"),
+    ("load textures", "synth.sample.Catalog.load_texture"),
+    ("encode shard", "synth.store.shard_objects"),
+    ("write objects", "synth.store._put_objects"),
+)
+_NESTED = {label for label, _ in STAGES if label.startswith("  ")}
+
+
+def _timed(totals: dict[str, float], label: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - t0
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def stage_timers(totals: dict[str, float]):
+    """Accumulate seconds per stage (``STAGES``, and ``"  <kind>"`` per edit) into ``totals``."""
+    import pkgutil
+
+    from synth.edits import EDITS
+
+    with contextlib.ExitStack() as stack:
+        for label, target in STAGES:
+            owner_name, _, attr = target.rpartition(".")
+            owner = pkgutil.resolve_name(owner_name)  # a module or a class
+            stack.enter_context(
+                mock.patch.object(owner, attr, _timed(totals, label, getattr(owner, attr)))
+            )
+        timed = {
+            k: dataclasses.replace(e, fn=_timed(totals, f"  {k}", e.fn)) for k, e in EDITS.items()
+        }
+        stack.enter_context(mock.patch.dict(EDITS, timed))
+        yield
+
+
+def print_stages(runs: list[dict[str, float]], n: int, naive_ms: float) -> dict[str, float]:
+    """Print the median ms per triple of every stage over ``runs``; return that table.
+
+    The last line is the ratio synth would reach against ``naive_ms`` (the naive loop's ms
+    per triple) if it paid only for reading and decoding its images and for the edits, the
+    stages no store layout or writer can remove: a ceiling for the speed-ups left elsewhere.
+    """
+    kinds = sorted({k for r in runs for k in r if k.startswith("  ") and k not in _NESTED})
+    top = [label for label, _ in STAGES if label not in _NESTED] + ["edits"]
+    for r in runs:
+        r["edits"] = sum(r.get(k, 0.0) for k in kinds)
+        r["other"] = r["total"] - sum(r.get(k, 0.0) for k in top)
+    rows = (
+        [label for label, _ in STAGES[:-2]]
+        + ["edits", *kinds]
+        + [label for label, _ in STAGES[-2:]]
+    )
+    rows += ["other", "total"]
+    table = {k: statistics.median(r.get(k, 0.0) for r in runs) * 1e3 / n for k in rows}
+    print(f"\nsynth stages, one core (ms per triple, median of {len(runs)} runs)")
+    for k in rows:
+        share = 100 * table[k] / table["total"]
+        print(f"{k:<26}{table[k]:>8.2f}{share:>7.0f}%")
+    floor = table["  read bytes"] + table["  decode JPEG"] + table["edits"]
+    table["ceiling_ratio"] = naive_ms / floor
+    print(
+        f"naive loop: {naive_ms:.2f} ms per triple, the same edits included; synth paying only "
+        f"read + decode + edits ({floor:.2f} ms) would be {table['ceiling_ratio']:.1f}x"
+    )
+    return table
+
+
 def _stats(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -276,6 +367,9 @@ def main() -> None:
         help="the manifest's sampling.mode (independent: no decode sharing within a shard)",
     )
     ap.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 worker runs")
+    ap.add_argument(
+        "--stages", action="store_true", help="also time the stages of the one-core synth runs"
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -297,7 +391,7 @@ def main() -> None:
         n = args.triples
         m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size, args.sampling)
         n_shards = layout_for(m).n_shards
-        naive_s, synth_s = [], []
+        naive_s, synth_s, stage_runs = [], [], []
         for rep in range(args.repeat + 1):  # rep 0 = warm-up
             out = tmp / f"naive{rep}"
             out.mkdir()
@@ -307,12 +401,15 @@ def main() -> None:
             url = str(tmp / f"s{rep}.zarr")
             zs.create_store(url, layout_for(m), {"kinds": []})
             forget_decoded(m)
-            t0 = time.perf_counter()
-            synth_one_core(m, url, range(n_shards))
-            t_synth = time.perf_counter() - t0
+            totals: dict[str, float] = defaultdict(float)
+            with stage_timers(totals) if args.stages else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                synth_one_core(m, url, range(n_shards))
+                t_synth = time.perf_counter() - t0
             if rep:
                 naive_s.append(n / t_naive)
                 synth_s.append(n / t_synth)
+                stage_runs.append({**totals, "total": t_synth})
             shutil.rmtree(out)
             shutil.rmtree(url)
             print(
@@ -397,6 +494,9 @@ def main() -> None:
             f", {result['scaling']['speedup']:.2f}x from 1 to 2 workers, peak RSS "
             f"{result['peak_rss_mb_per_worker']:.0f} MB/worker"
         )
+    if args.stages:
+        result["stages_ms_per_triple"] = print_stages(stage_runs, n, 1e3 / ns["median"])
+        print()
     print(line + f" (median of {args.repeat})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -278,7 +278,11 @@ STAGES = (
     ("encode shard", "synth.store.shard_objects"),
     ("write objects", "synth.store._put_objects"),
 )
-_NESTED = {label for label, _ in STAGES if label.startswith("  ")}
+
+
+def _edit_label(kind: str) -> str:
+    """The table row of edit ``kind``: indented under "edits", like the nested STAGES rows."""
+    return f"  {kind}"
 
 
 def _timed(totals: dict[str, float], label: str, fn):
@@ -308,7 +312,8 @@ def stage_timers(totals: dict[str, float]):
                 mock.patch.object(owner, attr, _timed(totals, label, getattr(owner, attr)))
             )
         timed = {
-            k: dataclasses.replace(e, fn=_timed(totals, f"  {k}", e.fn)) for k, e in EDITS.items()
+            k: dataclasses.replace(e, fn=_timed(totals, _edit_label(k), e.fn))
+            for k, e in EDITS.items()
         }
         stack.enter_context(mock.patch.dict(EDITS, timed))
         yield
@@ -321,8 +326,10 @@ def print_stages(runs: list[dict[str, float]], n: int, naive_ms: float) -> dict[
     per triple) if it paid only for reading and decoding its images and for the edits, the
     stages no store layout or writer can remove: a ceiling for the speed-ups left elsewhere.
     """
-    kinds = sorted({k for r in runs for k in r if k.startswith("  ") and k not in _NESTED})
-    top = [label for label, _ in STAGES if label not in _NESTED] + ["edits"]
+    from synth.edits import EDITS
+
+    kinds = [_edit_label(k) for k in sorted(EDITS)]
+    top = [label for label, _ in STAGES if not label.startswith("  ")] + ["edits"]
     for r in runs:
         r["edits"] = sum(r.get(k, 0.0) for k in kinds)
         r["other"] = r["total"] - sum(r.get(k, 0.0) for k in top)

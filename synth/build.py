@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import platform
 import resource
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from synth import provenance
 from synth import store as zstore
 from synth.cluster import ClusterRecipe, open_client
 from synth.errors import SynthError
@@ -125,9 +125,16 @@ def build_shard_task(
     shard: int,
     storage_options: Mapping[str, Any] | None = None,
     strict: bool = False,
+    generator: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Dask task: make and write one shard. Returns its record plus timing and peak RSS."""
+    """Dask task: make and write one shard. Returns its record plus timing and peak RSS.
+
+    ``generator`` is the client's ``provenance.generator()``; a worker that differs refuses
+    before writing, since its shard would not be the one the client's build would make.
+    """
     t0 = time.perf_counter()
+    if generator is not None:
+        provenance.check_worker(generator)
     manifest = parse_manifest(manifest_dict, base_dir=None)
     arrays, record = make_shard(manifest, shard, strict=strict)
     zstore.write_shard(url, shard, arrays, record, storage_options=storage_options)
@@ -146,29 +153,6 @@ def _peak_rss_mb() -> float:
 def layout_for(manifest: Manifest) -> zstore.Layout:
     H, W = manifest.size
     return zstore.Layout(manifest.n, H, W, manifest.shard_size, manifest.codec)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the bytes of a store."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "synth",
-        "numpy",
-        "opencv-python-headless",
-        "scikit-image",
-        "zarr",
-        "numcodecs",
-        "google-crc32c",
-        "dask",
-        "pycocotools",
-    ):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 @dataclass
@@ -256,6 +240,7 @@ def prepare_store(
                 f"({attrs.get('manifest_hash')} != {manifest.fingerprint()}); "
                 "pass --overwrite to replace it or choose another output"
             )
+        provenance.check_resume(url, attrs, fingerprints)
         zstore.remove_partials(url, storage_options=storage_options)
         return zstore.shard_records(url, storage_options=storage_options)
     if fs.exists(root) and not exists and not overwrite and fs.ls(root):
@@ -267,7 +252,8 @@ def prepare_store(
         "manifest": dict(manifest.raw) if manifest.raw is not None else manifest.to_dict(),
         "config": manifest.to_dict(),
         "kinds": kinds_of(),
-        "versions": versions(),
+        "versions": provenance.versions(),
+        "generator": provenance.generator(),
         "fingerprints": dict(fingerprints or {}),
         "swap_valid": True,
     }
@@ -343,6 +329,7 @@ def build(
                 todo,
                 [dict(storage_options or {})] * len(todo),
                 [strict] * len(todo),
+                [provenance.generator()] * len(todo),
                 key=[f"synth-shard-{manifest.fingerprint()}-{s}" for s in todo],
                 pure=False,
                 retries=0,

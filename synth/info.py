@@ -56,6 +56,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "seed": attrs.get("config", {}).get("seed"),
         "versions": attrs.get("versions", {}),
         "fingerprints": attrs.get("fingerprints", {}),
+        "generator_code": attrs.get("generator", {}).get("code"),
         "skipped_inputs": len(skipped),
         "skipped": skipped,
         "retries": sum(r["retries"] for r in records.values()),
@@ -83,6 +84,7 @@ def render_info(info: Mapping[str, Any]) -> str:
     lines.append(f"  empty masks: {info['empty_masks']}")
     lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     lines.append("sources    " + ", ".join(f"{k}:{v}" for k, v in info["fingerprints"].items()))
+    lines.append(f"generator  synth code {info['generator_code'] or 'not recorded'}")
     lines.append(f"retries    {info['retries']}")
     lines.append(f"skipped    {info['skipped_inputs']}")
     for s in info["skipped"][:20]:

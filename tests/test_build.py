@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import zarr
 
+from synth import provenance
 from synth import store as zs
 from synth.build import build, make_shard
 from synth.errors import SynthError
@@ -54,6 +56,7 @@ def test_local_cluster_builds_complete_sound_store(reference):
     assert attrs["complete"] and attrs["manifest"]["name"] == "test"
     assert set(attrs["fingerprints"]) == {"samples", "tex"}
     assert "zarr" in attrs["versions"]
+    assert attrs["generator"] == provenance.generator()
 
 
 def test_each_sample_matches_make_shard(reference, manifest_path):
@@ -108,6 +111,62 @@ def test_partial_build_then_resume_equals_reference(reference, manifest_path, tm
     summary = build(m, str(out), workers=1, progress=False)
     assert summary.shards_built == 7 and summary.shards_reused == 3
     assert store_digest(out) == store_digest(url)
+
+
+def _coco_manifest(tmp_path: Path, fx, n: int) -> Path:
+    """``n`` triples (local_texture or none) over a ``write_coco_fixture`` dataset."""
+    coco = {
+        "name": "coco",
+        "kind": "coco",
+        "ann_file": str(fx.ann_file),
+        "image_root": str(fx.image_root),
+    }
+    return write_manifest(
+        tmp_path / "coco.yaml",
+        n=n,
+        sources={"images": [coco], "textures": [{"name": "tex", "kind": "samples"}]},
+        mix={"local_texture": 0.5, "none": 0.5},
+    )
+
+
+def test_resume_refused_when_a_source_changed(tmp_path):
+    """Finishing a store from edited annotations would mix old and new triples."""
+    from tests.coco_fixture import write_coco_fixture
+
+    fx = write_coco_fixture(tmp_path / "coco")
+    man = _coco_manifest(tmp_path, fx, n=8)
+    out = tmp_path / "c.zarr"
+    build(load_manifest(man), str(out), workers=1, progress=False, shards=[0])
+    doc = json.loads(fx.ann_file.read_text())
+    doc["annotations"].pop()
+    fx.ann_file.write_text(json.dumps(doc))
+    with pytest.raises(SynthError, match=r"c\.zarr: changed .*source 'coco' .*--overwrite"):
+        build(load_manifest(man), str(out), workers=1, progress=False)
+    assert sorted(zs.shard_records(str(out))) == [0]
+    summary = build(load_manifest(man), str(out), workers=1, progress=False, overwrite=True)
+    assert summary.shards_built == 2 and verify_store(str(out)).ok
+
+
+def test_resume_refused_when_the_generator_changed(manifest_path, tmp_path, monkeypatch):
+    """Another numpy (or synth) may draw other bytes for the missing shards."""
+    m, out = load_manifest(manifest_path), tmp_path / "g.zarr"
+    build(m, str(out), workers=1, progress=False, shards=[0])
+    real = provenance.generator()
+    other = {**real, "packages": {**real["packages"], "numpy": "0.0"}}
+    monkeypatch.setattr(provenance, "generator", lambda: other)
+    with pytest.raises(SynthError, match=r"numpy \S+ -> 0\.0.*--overwrite"):
+        build(m, str(out), workers=1, progress=False)
+    assert sorted(zs.shard_records(str(out))) == [0]
+
+
+def test_worker_with_another_generator_writes_nothing(manifest_path, tmp_path, monkeypatch):
+    """Worker processes run the real generator; this client claims another one."""
+    real = provenance.generator()
+    monkeypatch.setattr(provenance, "generator", lambda: {**real, "code": "0123456789abcdef"})
+    out = tmp_path / "w.zarr"
+    with pytest.raises(SynthError, match=r"worker on .*0123456789abcdef -> .*every worker"):
+        build(load_manifest(manifest_path), str(out), workers=1, progress=False)
+    assert zs.shard_records(str(out)) == {}
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
@@ -261,22 +320,7 @@ def test_corrupt_inputs_are_skipped_listed_and_strict_fails(tmp_path):
     from tests.coco_fixture import write_coco_fixture
 
     fx = write_coco_fixture(tmp_path / "coco", corrupt_image=True, missing_image=True)
-    man = write_manifest(
-        tmp_path / "coco.yaml",
-        n=24,
-        sources={
-            "images": [
-                {
-                    "name": "coco",
-                    "kind": "coco",
-                    "ann_file": str(fx.ann_file),
-                    "image_root": str(fx.image_root),
-                }
-            ],
-            "textures": [{"name": "tex", "kind": "samples"}],
-        },
-        mix={"local_texture": 0.5, "none": 0.5},
-    )
+    man = _coco_manifest(tmp_path, fx, n=24)
     m = load_manifest(man)
     summary = build(m, str(tmp_path / "c.zarr"), workers=1, progress=False)
     assert sum(summary.kinds.values()) == 24

@@ -174,13 +174,13 @@ def blend_poisson(
 
 @lru_cache(maxsize=64)
 def _sine_basis(n: int) -> np.ndarray:
-    """The n x n type-I DST matrix ``sin(pi (j+1) (k+1) / (n+1))`` (float32, read-only).
+    """The n x n type-I DST matrix ``sin(pi (j+1) (k+1) / (n+1))`` (float64, read-only).
 
     Phases are reduced exactly in integers before the table lookup. Cached because a paste's
-    solve box sides repeat across objects and retries; 64 entries hold at most 16 MB at 256 px.
+    solve box sides repeat across objects and retries; 64 entries hold at most 32 MB at 256 px.
     """
     k = np.arange(1, n + 1, dtype=np.int32)
-    table = np.sin(np.pi * np.arange(2 * n + 2) / (n + 1)).astype(np.float32)
+    table = np.sin(np.pi * np.arange(2 * n + 2) / (n + 1))
     out = np.take(table, np.outer(k, k) % np.int32(2 * n + 2))
     out.setflags(write=False)
     return out
@@ -200,10 +200,14 @@ def poisson_clone(dest: np.ndarray, src: np.ndarray, mask: np.ndarray) -> np.nda
     of the box's ring is inverted in the type-I DST basis (Dirichlet ring = ``dest``); inner
     values are clipped to [0, 255] and truncated, not rounded. Up to the transform everything
     is exact integer arithmetic, so only rounding inside the transform differs: about 0.5% of
-    the channel values in the box come out 1 apart from OpenCV's, almost all from OpenCV's own
-    float32 FFT error (1 in 10^4 of these values differ from a float64 solve's). The DST
-    is applied as float32 matrix products (BLAS) instead of OpenCV's per-channel complex DFTs
-    of twice the size, whose prime-length factors made a ~100 px object cost ~5 ms.
+    the channel values in the box come out 1 apart from OpenCV's float32 FFT solve. The DST is
+    applied as matrix products (BLAS) instead of OpenCV's per-channel complex DFTs of twice the
+    size, whose prime-length factors made a ~100 px object cost ~5 ms.
+
+    The products are float64 so that a store's bytes do not depend on the CPU: BLAS picks its
+    kernels (summation order, FMA) by CPU type, and in float32 about 1 channel value in 2*10^4
+    lands on the other side of a truncation from a float64 solve's: about every other paste.
+    In float64 the output equals a float64 FFT solve's, and it is no slower (dgemm).
     """
     h, w = mask.shape
     m8 = np.asarray(mask, bool).view(np.uint8)
@@ -229,8 +233,8 @@ def poisson_clone(dest: np.ndarray, src: np.ndarray, mask: np.ndarray) -> np.nda
     lam_y = 2.0 * np.cos(np.pi * np.arange(1, h - 1) / (h - 1)) - 2.0
     lam_x = 2.0 * np.cos(np.pi * np.arange(1, w - 1) / (w - 1)) - 2.0
     scale = (4.0 / ((h - 1) * (w - 1))) / (lam_y[:, None] + lam_x[None, :])
-    coef = sy @ np.ascontiguousarray(rhs.transpose(2, 0, 1)) @ sx
-    coef *= scale.astype(np.float32)
+    coef = sy @ np.ascontiguousarray(rhs.transpose(2, 0, 1), dtype=np.float64) @ sx
+    coef *= scale
     u = (sy @ coef @ sx).transpose(1, 2, 0)
     out = dest.copy()
     out[1:-1, 1:-1] = np.clip(u, 0.0, 255.0).astype(np.uint8)  # truncates, as OpenCV

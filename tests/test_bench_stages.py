@@ -66,4 +66,15 @@ def test_print_stages_adds_edits_other_and_the_ceiling(bench, capsys):
     assert table["other"] == pytest.approx(10.0 - 1.0 - 2.0 - 4.0 - 0.5)
     assert table["total"] == pytest.approx(10.0)
     assert table["ceiling_ratio"] == pytest.approx(55.0 / (1.5 + 4.0))
-    assert "  cutpaste" in capsys.readouterr().out
+    assert table["needed_ratio"] == pytest.approx(55.0 / (1.5 + 4.0 + 0.5))
+    out = capsys.readouterr().out
+    assert "  cutpaste" in out
+    assert "10x asks for 5.50 ms per triple" in out
+
+
+def test_needed_stages_are_timed_rows(bench):
+    labels = {label for label, _ in bench.STAGES}
+    assert set(bench.NEEDED_STAGES) <= labels
+    assert not {"draw specs", "load images", "  read bytes", "  decode JPEG"} & set(
+        bench.NEEDED_STAGES
+    )

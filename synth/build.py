@@ -1,7 +1,7 @@
 """``synth build``: a manifest becomes a sharded Zarr v3 store through Dask shard tasks.
 
 The plan is one task per shard: a task makes the shard's triples and writes every array's
-slice of that shard whole, then its completion record. No two tasks touch the same shard
+slice of that shard whole, then its row of ``build/records``. No two tasks touch the same
 object, tasks are deterministic and idempotent, so Dask re-running a task after a worker dies,
 or a second ``synth build`` resuming an interrupted one, rewrites identical bytes.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from synth import provenance
+from synth import problems, provenance
 from synth import store as zstore
 from synth.cluster import ClusterRecipe, open_client
-from synth.errors import SynthError
+from synth.errors import SourceError, SynthError
 from synth.manifest import Manifest, parse_manifest
 
 _CATALOGS: dict[str, Any] = {}
@@ -71,29 +71,34 @@ def kinds_of() -> list[str]:
 def make_shard(
     manifest: Manifest, shard: int, *, strict: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Make every triple of ``shard``: the arrays to write and the shard's record."""
+    """Make every triple of ``shard``: the arrays to write and the shard's record.
+
+    An input that fails once fails for the rest of the shard without being read again
+    (``Catalog.forget_failures`` starts each shard afresh); each use is still recorded.
+    """
     from synth.sample import realize
 
     catalog = _catalog(manifest)
+    catalog.forget_failures()
     layout = layout_for(manifest)
     start, stop = layout.shard_range(shard)
     n, (H, W) = stop - start, manifest.size
     kinds = kinds_of()
     arrays: dict[str, np.ndarray] = {
-        "prompt": np.empty((n, H, W, 3), np.uint8),
-        "query": np.empty((n, H, W, 3), np.uint8),
+        "images": zstore.empty_images(n, H, W),
         "mask": np.empty((n, H, W), np.uint8),
     }
     for name, (dtype, tail, fill) in zstore.META_FIELDS.items():
         arrays[name] = np.full((n, *tail), fill, dtype=dtype)
-    skipped, retries, counts = [], 0, Counter()
+    skipped: list[Any] = []
+    retries, counts = 0, Counter()
     for j, index in enumerate(range(start, stop)):
         spec, triple, sk, rt = realize(manifest, catalog, index, strict=strict)
-        skipped.extend(s.to_dict() for s in sk)
+        skipped.extend(sk)
         retries += rt
         counts[spec.kind] += 1
-        arrays["prompt"][j] = triple.prompt
-        arrays["query"][j] = triple.query
+        arrays["images"][j, 0] = triple.prompt
+        arrays["images"][j, 1] = triple.query
         arrays["mask"][j] = triple.mask
         arrays["kind"][j] = kinds.index(spec.kind)
         arrays["seed"][j] = spec.seed
@@ -113,7 +118,7 @@ def make_shard(
         "start": start,
         "stop": stop,
         "kinds": dict(sorted(counts.items())),
-        "skipped": skipped,
+        "skipped": zstore.group_skipped(s.to_dict() for s in skipped),
         "retries": retries,
     }
     return arrays, record
@@ -157,7 +162,7 @@ def layout_for(manifest: Manifest) -> zstore.Layout:
 
 @dataclass
 class BuildSummary:
-    """What a build did; printed at the end and written to the store's run log."""
+    """What a build did; printed at the end (the store keeps records, never timings)."""
 
     url: str
     n: int
@@ -165,22 +170,24 @@ class BuildSummary:
     shards_built: int
     shards_reused: int
     kinds: dict[str, int]
-    skipped: list[dict[str, Any]]
+    records: list[dict[str, Any]]
     retries: int
     seconds: float
     peak_rss_mb: float
     store_bytes: int
     dashboard: str | None = None
     workers: int = 0
+    source_problems: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def skipped_inputs(self) -> list[tuple[str, int, str]]:
-        """Unique skipped inputs with how often each was hit and the first reason."""
-        seen: dict[str, list[Any]] = {}
-        for s in self.skipped:
-            e = seen.setdefault(s["input"], [0, s["reason"]])
-            e[0] += 1
-        return sorted(((k, v[0], v[1]) for k, v in seen.items()), key=lambda t: t[0])
+        """Unique skipped inputs with how often each was drawn and the first reason."""
+        return problems.skipped_inputs(self.records)
+
+    @property
+    def skipped_uses(self) -> int:
+        """Draws of an unusable input (every use counts, though it was read once per shard)."""
+        return problems.skipped_uses(self.records)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +200,11 @@ class BuildSummary:
             "skipped_inputs": [
                 {"input": k, "count": c, "reason": r} for k, c, r in self.skipped_inputs()
             ],
+            "skipped_uses": self.skipped_uses,
+            "source_problems": {
+                "count": len(self.source_problems),
+                "by_source": problems.problem_counts(self.source_problems),
+            },
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
             "triples_per_s": round(self.extra.get("triples_built", 0) / max(self.seconds, 1e-9), 2),
@@ -203,6 +215,7 @@ class BuildSummary:
 
     def render(self) -> str:
         d = self.to_dict()
+        pointer = f"synth info {self.url} --problems"
         lines = [
             f"store        {self.url}",
             f"triples      {self.n} in {self.n_shards} shards "
@@ -213,11 +226,9 @@ class BuildSummary:
             f"peak RSS     {self.peak_rss_mb:.0f} MB per worker (max)",
             f"store size   {self.store_bytes / 1e6:.1f} MB",
             f"retries      {self.retries} (inputs that did not fit the drawn edit)",
-            f"skipped      {len(self.skipped)} input uses, {len(self.skipped_inputs())} distinct",
         ]
-        lines += [f"  - {k} (x{c}): {r}" for k, c, r in self.skipped_inputs()[:20]]
-        if len(self.skipped_inputs()) > 20:
-            lines.append("  ... (all listed in the store: synth info STORE)")
+        lines += problems.render_skipped(self.skipped_inputs(), self.skipped_uses, pointer)
+        lines += problems.render_source_problems(self.source_problems, pointer)
         return "\n".join(lines)
 
 
@@ -228,12 +239,19 @@ def prepare_store(
     overwrite: bool,
     storage_options: Mapping[str, Any] | None = None,
     fingerprints: Mapping[str, str] | None = None,
+    source_problems: Sequence[Mapping[str, str]] = (),
 ) -> dict[int, dict[str, Any]]:
     """Create the store, or check it was made from this manifest and return its done shards."""
     fs, root = zstore.filesystem(url, storage_options)
     exists = fs.exists(f"{root.rstrip('/')}/zarr.json")
     if exists and not overwrite:
         attrs = zstore.read_attrs(url, storage_options=storage_options)
+        if attrs.get("format_version") != zstore.FORMAT_VERSION:
+            raise SynthError(
+                f"{url}: a format {attrs.get('format_version')} store and this synth writes "
+                f"format {zstore.FORMAT_VERSION}; convert it (synth convert {url} NEW) or pass "
+                "--overwrite to rebuild it"
+            )
         if attrs.get("manifest_hash") != manifest.fingerprint():
             raise SynthError(
                 f"{url}: holds a store built from a different manifest "
@@ -255,10 +273,35 @@ def prepare_store(
         "versions": provenance.versions(),
         "generator": provenance.generator(),
         "fingerprints": dict(fingerprints or {}),
+        "source_problems": {
+            "count": len(source_problems),
+            "by_source": problems.problem_counts(source_problems),
+        },
         "swap_valid": True,
     }
-    zstore.create_store(url, layout_for(manifest), attrs, storage_options=storage_options)
+    zstore.create_store(
+        url,
+        layout_for(manifest),
+        attrs,
+        source_problems=source_problems,
+        storage_options=storage_options,
+    )
     return {}
+
+
+def check_source_problems(found: Sequence[Mapping[str, str]], strict: bool) -> None:
+    """With ``strict``, refuse sources that rejected anything while indexing.
+
+    Raises:
+        SourceError: one line with the count and the first problem.
+    """
+    if strict and found:
+        first = found[0]
+        raise SourceError(
+            f"{len(found)} source item(s) rejected while indexing, first "
+            f"{first['source']}: {first['where']}: {first['reason']}; fix them, or build "
+            "without --strict to skip them (each is then listed in the store)"
+        )
 
 
 def build(
@@ -295,12 +338,15 @@ def build(
     say = echo or (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
     catalog = Catalog.open(manifest)  # validates sources, builds/caches indices once
+    found = catalog.source_problems(manifest)
+    check_source_problems(found, strict)
     done = prepare_store(
         manifest,
         url,
         overwrite=overwrite,
         storage_options=storage_options,
         fingerprints=catalog.fingerprints(manifest),
+        source_problems=found,
     )
     layout = layout_for(manifest)
     todo = [s for s in (shards if shards is not None else range(layout.n_shards)) if s not in done]
@@ -354,8 +400,9 @@ def build(
             finally:
                 bar.close()
     seconds = time.perf_counter() - t0
-    summary = _summarise(manifest, url, records, todo, seconds, peak, storage_options)
+    summary = _summarise(manifest, url, records, todo, seconds, peak)
     summary.dashboard, summary.workers = dashboard, n_workers
+    summary.source_problems = found
     if len(records) == layout.n_shards:
         zstore.update_attrs(
             url,
@@ -366,9 +413,7 @@ def build(
             },
             storage_options=storage_options,
         )
-    run_key = f"{zstore.RUNS_DIR}/{time.strftime('%Y%m%dT%H%M%S')}-{int(t0 * 1000) % 1000:03d}.json"
-    zstore.write_json(url, run_key, summary.to_dict(), storage_options=storage_options)
-    summary.store_bytes = _du(url, storage_options)
+    summary.store_bytes = zstore.store_bytes(url, storage_options=storage_options)
     return summary
 
 
@@ -391,16 +436,10 @@ def _summarise(
     built: Sequence[int],
     seconds: float,
     peak: float,
-    storage_options: Mapping[str, Any] | None,
 ) -> BuildSummary:
     kinds: Counter[str] = Counter()
-    skipped: list[dict[str, Any]] = []
-    retries = 0
-    for s in sorted(records):
-        r = records[s]
+    for r in records.values():
         kinds.update(r["kinds"])
-        skipped.extend(r["skipped"])
-        retries += r["retries"]
     layout = layout_for(manifest)
     return BuildSummary(
         url=url,
@@ -409,18 +448,10 @@ def _summarise(
         shards_built=len(built),
         shards_reused=len(records) - len(built),
         kinds=dict(sorted(kinds.items())),
-        skipped=skipped,
-        retries=retries,
+        records=[dict(records[s]) for s in sorted(records)],
+        retries=sum(r["retries"] for r in records.values()),
         seconds=seconds,
         peak_rss_mb=peak,
         store_bytes=0,
         extra={"triples_built": _n_triples(layout, built)},
     )
-
-
-def _du(url: str, storage_options: Mapping[str, Any] | None) -> int:
-    fs, root = zstore.filesystem(url, storage_options)
-    try:
-        return int(fs.du(root))
-    except (FileNotFoundError, NotImplementedError):
-        return 0

@@ -30,7 +30,7 @@ def main() -> None:
     """synth: build, inspect and train on synthetic change pairs (MetaUAS)."""
 
 
-# --- build / preview / info / verify (synth.build, synth.preview, synth.info) ---
+# --- build / preview / info / verify / convert (synth.build, .preview, .info, .convert) ---
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -272,15 +272,19 @@ def _preview_manifest(
 @main.command()
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--problems", is_flag=True, help="List every rejected source item and skipped input.")
 @_storage_option
-def info(store: str, as_json: bool, storage_option: tuple[str, ...]) -> None:
-    """Counts by edit kind, mask-area histogram, sizes and provenance of STORE."""
+def info(store: str, as_json: bool, problems: bool, storage_option: tuple[str, ...]) -> None:
+    """Counts by edit kind, mask-area histogram, sizes, provenance and problems of STORE."""
     import json
 
     from synth.info import render_info, store_info
 
     data = store_info(store, storage_options=_storage_options(storage_option))
-    click.echo(json.dumps(data, indent=1, default=str) if as_json else render_info(data))
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+    else:
+        click.echo(render_info(data, every_problem=problems))
 
 
 @main.command()
@@ -305,6 +309,41 @@ def verify(store: str, spot_checks: int, storage_option: tuple[str, ...]) -> Non
     )
     if not rep.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("destination")
+@click.option(
+    "--codec",
+    default=None,
+    help="Codec of the new store, NAME or NAME-LEVEL (zstd-3, blosc-lz4-9, none) "
+    "[default: format 3's default].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace DESTINATION if it holds another store.")
+@click.option("--no-progress", is_flag=True)
+@_storage_option
+def convert(
+    source: str,
+    destination: str,
+    codec: str | None,
+    overwrite: bool,
+    no_progress: bool,
+    storage_option: tuple[str, ...],
+) -> None:
+    """Rewrite a format 1/2 store SOURCE as a format 3 store DESTINATION (same samples)."""
+    from synth.convert import convert_store
+    from synth.store import Codec
+
+    summary = convert_store(
+        source,
+        destination,
+        codec=None if codec is None else Codec.parse(codec),
+        overwrite=overwrite,
+        storage_options=_storage_options(storage_option),
+        progress=not no_progress,
+    )
+    click.echo(summary.render())
 
 
 # --- train / predict (synth.train) ---

@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from synth import problems
 from synth import store as zstore
 
 _AREA_BINS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
 
 
 def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Counts by edit kind, mask-area histogram, sizes and provenance of a store."""
+    """Counts by edit kind, mask-area histogram, sizes, provenance and problems of a store."""
     reader = zstore.StoreReader(url, storage_options=storage_options)
     attrs, layout = reader.attrs, reader.layout
     records = reader.completed_shards()
@@ -28,16 +29,16 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
     hist, _ = np.histogram(frac, bins=_AREA_BINS)
     fs, root = zstore.filesystem(url, storage_options)
     sizes = {}
-    for name in zstore.PIXEL_ARRAYS:
+    for name in zstore.pixel_arrays(reader.format_version):
         try:
             sizes[name] = int(fs.du(f"{root.rstrip('/')}/{name}"))
         except FileNotFoundError:
             sizes[name] = 0
     raw = layout.n * layout.height * layout.width * 7
-    skipped = [s for r in records.values() for s in r["skipped"]]
+    ordered = [records[s] for s in sorted(records)]
     return {
         "url": url,
-        "format_version": attrs["format_version"],
+        "format_version": reader.format_version,
         "layout": layout.to_dict(),
         "shards_complete": len(records),
         "n_shards": layout.n_shards,
@@ -57,14 +58,18 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "versions": attrs.get("versions", {}),
         "fingerprints": attrs.get("fingerprints", {}),
         "generator_code": attrs.get("generator", {}).get("code"),
-        "skipped_inputs": len(skipped),
-        "skipped": skipped,
+        "skipped_uses": problems.skipped_uses(ordered),
+        "skipped": [
+            {"input": k, "uses": c, "reason": r} for k, c, r in problems.skipped_inputs(ordered)
+        ],
+        "source_problems": zstore.read_source_problems(url, storage_options=storage_options),
         "retries": sum(r["retries"] for r in records.values()),
         "reader_backend": reader.backend,
     }
 
 
-def render_info(info: Mapping[str, Any]) -> str:
+def render_info(info: Mapping[str, Any], *, every_problem: bool = False) -> str:
+    """The report ``synth info`` prints; ``every_problem`` lists every rejected or skipped input."""
     lay = info["layout"]
     lines = [
         f"store      {info['url']}  (format {info['format_version']}, "
@@ -86,9 +91,11 @@ def render_info(info: Mapping[str, Any]) -> str:
     lines.append("sources    " + ", ".join(f"{k}:{v}" for k, v in info["fingerprints"].items()))
     lines.append(f"generator  synth code {info['generator_code'] or 'not recorded'}")
     lines.append(f"retries    {info['retries']}")
-    lines.append(f"skipped    {info['skipped_inputs']}")
-    for s in info["skipped"][:20]:
-        lines.append(f"  - sample {s['index']} attempt {s['attempt']}: {s['input']}: {s['reason']}")
+    pointer = f"synth info {info['url']} --problems"
+    limit = None if every_problem else problems.LISTED
+    skipped = [(s["input"], s["uses"], s["reason"]) for s in info["skipped"]]
+    lines += problems.render_skipped(skipped, info["skipped_uses"], pointer, limit)
+    lines += problems.render_source_problems(info["source_problems"], pointer, limit)
     return "\n".join(lines)
 
 

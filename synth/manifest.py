@@ -113,8 +113,7 @@ class Manifest:
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: equal manifests build byte-identical stores."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return config_fingerprint(self.to_dict())
 
     def with_overrides(self, **kw: Any) -> Manifest:
         """A copy with top-level fields replaced (re-validated)."""
@@ -125,6 +124,12 @@ class Manifest:
             if v is not None:
                 d[k] = v
         return dataclasses.replace(parse_manifest(d, base_dir=None), raw=self.raw)
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """16 hex digits over a resolved config (``Manifest.to_dict``), as stores record it."""
+    blob = json.dumps(config, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _type_error(where: str, want: str, got: Any) -> ConfigError:

@@ -108,6 +108,8 @@ class Catalog:
     texture_pools: list[int] | None = None
     cache: _LRU = field(default_factory=lambda: _LRU(64))
     _pools: _LRU = field(default_factory=lambda: _LRU(16), repr=False)
+    #: items that failed to load since ``forget_failures``: key -> the error they raised
+    failed: dict[Any, SourceError] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, manifest: Manifest) -> Catalog:
@@ -174,6 +176,17 @@ class Catalog:
 
         return self._pools.get(("eligible", seed, source, shard), make)
 
+    def source_problems(self, manifest: Manifest) -> list[dict[str, str]]:
+        """What the sources rejected while indexing (``synth.problems.source_problems``)."""
+        from synth.problems import source_problems
+
+        names = [s.name for s in manifest.images] + [s.name for s in manifest.textures]
+        return source_problems(zip(names, self.images + self.textures, strict=True))
+
+    def forget_failures(self) -> None:
+        """Let items that failed be read again (a new task: a file may have been fixed)."""
+        self.failed.clear()
+
     def fingerprints(self, manifest: Manifest) -> dict[str, str]:
         names = [s.name for s in manifest.images] + [s.name for s in manifest.textures]
         pairs = zip(names, self.images + self.textures, strict=True)
@@ -190,18 +203,35 @@ class Catalog:
         full-resolution masks; the others are loaded whole and resized here.
         """
         src = self.images[ref.source]
-        return self.cache.get(
-            ("img", ref, size), lambda: _frozen(_load_resized(src, ref, self.key(ref), size))
+        return self._once(
+            ("img", ref),
+            lambda: self.cache.get(
+                ("img", ref, size), lambda: _frozen(_load_resized(src, ref, self.key(ref), size))
+            ),
         )
 
     def load_texture(self, ref: SourceRef, size: tuple[int, int]) -> np.ndarray:
         src = self.textures[ref.source]
-        return self.cache.get(
-            ("tex", ref, size),
-            lambda: _read_only(
-                resize_rgb(_keyed(self.key(ref, texture=True), src.load, ref.index), size)
+        return self._once(
+            ("tex", ref),
+            lambda: self.cache.get(
+                ("tex", ref, size),
+                lambda: _read_only(
+                    resize_rgb(_keyed(self.key(ref, texture=True), src.load, ref.index), size)
+                ),
             ),
         )
+
+    def _once(self, key: Any, load: Callable[[], Any]) -> Any:
+        """``load()``, unless item ``key`` failed before: then its error again, without a read."""
+        err = self.failed.get(key)
+        if err is not None:
+            raise SourceError(str(err), input=err.input)
+        try:
+            return load()
+        except SourceError as e:
+            self.failed[key] = e
+            raise
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

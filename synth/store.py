@@ -1,21 +1,29 @@
 """The one Zarr v3 store layout: the builder writes through it and the loader reads through it.
 
-Layout (format version 2, documented in ``docs/store-format.md``)::
+Layout (format version 3, documented in ``docs/store-format.md``)::
 
-    STORE/zarr.json            group; attributes["synth"] holds layout + provenance
-    STORE/prompt               uint8 (N, H, W, 3)  chunk (1, H, W, 3)  shard (S, H, W, 3)
-    STORE/query                uint8 (N, H, W, 3)  chunk (1, H, W, 3)  shard (S, H, W, 3)
-    STORE/mask                 uint8 (N, H, W)     chunk (1, H, W)     shard (S, H, W)
-    STORE/meta/<field>         per-sample metadata, (N,) or (N, 4), one chunk per shard
-    STORE/_synth/shards/NNNNNN.json   completion record of shard NNNNNN (written last)
-    STORE/_synth/runs/*.json          per-run logs (timings); not part of the content
+    STORE/zarr.json              group; attributes["synth"] (layout + provenance), consolidated
+                                 metadata of every node below
+    STORE/images                 uint8 (N, 2, H, W, 3)  role 0 = prompt, 1 = query
+                                 chunk (1, 2, H, W, 3), shard (S, 2, H, W, 3), each chunk stored
+                                 row-interleaved (``transpose`` codec) so the codec sees the
+                                 query next to the prompt it copies
+    STORE/mask                   uint8 (N, H, W)     chunk (1, H, W)     shard (S, H, W)
+    STORE/meta/<field>           per-sample metadata, (N,) or (N, 4), one chunk per shard
+    STORE/build/records          uint8 (n_shards, R): row s is shard s's record (JSON, zero
+                                 padded), written after every other object of the shard
+    STORE/build/source_problems  uint8 (L,): JSON list of the inputs the sources rejected when
+                                 they were indexed
 
-Codecs are portable (``bytes`` + one of ``blosc`` lz4, ``zstd`` or nothing, inside
+Every object is a Zarr node or chunk, so no Zarr reader meets a foreign object. Codecs are
+portable (``transpose``, ``bytes`` and one of ``zstd``, ``blosc`` lz4 or nothing, inside
 ``sharding_indexed``) so tensorstore and any Zarr v3 reader open the arrays without synth. One
-task writes one whole shard of every array, once; a shard counts as present only when its
-completion record exists. ``write_shard`` encodes the objects itself (``shard_objects``,
-``encode_shard``) to the bytes zarr-python would write, without zarr-python's per-array and
-per-chunk overhead, and falls back to zarr-python for a store in any other layout.
+task writes one whole shard of every array, once, and the shard's row of ``build/records``
+last: a shard counts as present only when that row's chunk exists. ``write_shard`` encodes the
+objects itself (``shard_objects``, ``encode_shard``) to the bytes zarr-python would write,
+without zarr-python's per-array and per-chunk overhead, and falls back to zarr-python for a
+store whose array metadata differs from the layout. Format 1 and 2 stores (``prompt`` and
+``query`` arrays, JSON records under ``_synth/``) are read, never written.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +39,20 @@ import numpy as np
 
 from synth.errors import SynthError
 
-FORMAT_VERSION = 2
-#: Versions this synth reads: 1 is version 2 with ``layout.zstd_level`` instead of ``layout.codec``.
-READABLE_FORMATS = (1, 2)
-IMAGE_ARRAYS = ("prompt", "query")
-PIXEL_ARRAYS = ("prompt", "query", "mask")
+FORMAT_VERSION = 3
+#: Versions this synth reads: 1 is version 2 with ``layout.zstd_level`` instead of
+#: ``layout.codec``; 1 and 2 keep prompt and query in arrays of their own.
+READABLE_FORMATS = (1, 2, 3)
+#: What a reader returns per sample, whatever the format.
+PIXEL_FIELDS = ("prompt", "query", "mask")
+#: The roles of ``images``' second axis.
+ROLES = ("prompt", "query")
+IMAGES = "images"
+PIXEL_ARRAYS = (IMAGES, "mask")
+LEGACY_PIXEL_ARRAYS = ("prompt", "query", "mask")
+#: ``transpose`` order of an ``images`` chunk: (sample, role, y, x, channel) is stored as
+#: (sample, y, role, x, channel), each prompt row followed by the same query row.
+IMAGE_STORAGE_ORDER = (0, 2, 1, 3, 4)
 #: name -> (dtype, trailing shape, fill value) of the per-sample metadata arrays.
 META_FIELDS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "kind": ("int8", (), -1),
@@ -50,10 +67,22 @@ META_FIELDS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "mask_area": ("int32", (), -1),
     "bbox": ("int32", (4,), -1),
 }
-#: Every array of a store, as paths under its root, in the order ``write_shard`` writes them.
+#: The arrays of a shard's samples, as paths under the root, in the order ``write_shard``
+#: writes them (its ``RECORDS`` row follows them all).
 ARRAY_NAMES = (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS))
-MARKER_DIR = "_synth/shards"
-RUNS_DIR = "_synth/runs"
+RECORDS = "build/records"
+SOURCE_PROBLEMS = "build/source_problems"
+#: Bytes of a shard record: a fixed part plus a share per sample for its skipped inputs.
+RECORD_BASE_NBYTES = 64 << 10
+RECORD_SAMPLE_NBYTES = 256
+#: Where format 1 and 2 stores keep their completion records (one JSON file per shard).
+LEGACY_MARKER_DIR = "_synth/shards"
+DIMENSIONS: dict[str, tuple[str, ...]] = {
+    IMAGES: ("sample", "role", "y", "x", "channel"),
+    "mask": ("sample", "y", "x"),
+    RECORDS: ("shard", "record_byte"),
+    SOURCE_PROBLEMS: ("problem_byte",),
+}
 
 #: Offset and length of an inner chunk missing from a shard (all fill value, never stored).
 SHARD_MISSING = 2**64 - 1
@@ -63,14 +92,15 @@ SHARD_INDEX_ENTRY_NBYTES = 16
 SHARD_CHECKSUM_NBYTES = 4
 
 #: Lossless chunk codecs a store may use: name -> (lowest level, highest level, default level).
-#: ``blosc-lz4`` is the default: it decodes about 3x faster than zstd-3 for a 1.14-1.24x larger
-#: store of real photos, and the loader pays decode every epoch (``docs/store-format.md``).
+#: ``zstd`` is the default: on real photos its format-3 store is about half the bytes of a
+#: format-2 lz4 store and the loader still decodes well over 1,000 triples/s per core;
+#: ``blosc-lz4`` decodes faster for 1.1x the bytes (``docs/store-format.md``).
 CODECS: dict[str, tuple[int, int, int]] = {
     "blosc-lz4": (1, 9, 9),
     "zstd": (0, 22, 3),
     "none": (0, 0, 0),
 }
-DEFAULT_CODEC = "blosc-lz4"
+DEFAULT_CODEC = "zstd"
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,14 @@ class Codec:
         if name not in CODECS:
             raise SynthError(f"codec {name!r}: use one of {', '.join(CODECS)}")
         return cls(name, CODECS[name][2] if level is None else level)
+
+    @classmethod
+    def parse(cls, text: str) -> Codec:
+        """``zstd``, ``zstd-3``, ``blosc-lz4-9``, ``none``: a codec name, optionally ``-LEVEL``."""
+        name, _, level = text.rpartition("-")
+        if not level.isdigit():
+            return cls.of(text)
+        return cls.of(name, int(level))
 
     def zarr_compressors(self, dtype: str) -> tuple[Any, ...]:
         """The Zarr v3 codecs after ``bytes``: portable ones that tensorstore also decodes."""
@@ -142,6 +180,11 @@ class Codec:
         return self.name if self.name == "none" else f"{self.name}-{self.level}"
 
 
+#: Records and the source-problem list are small JSON documents: always zstd, whatever the
+#: store's codec (their zero padding then costs nothing).
+RECORD_CODEC = Codec("zstd", 3)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Shape of a store: N samples of H x W, grouped into shards of S samples, and its codec."""
@@ -155,6 +198,11 @@ class Layout:
     @property
     def n_shards(self) -> int:
         return -(-self.n // self.shard_size)
+
+    @property
+    def record_nbytes(self) -> int:
+        """Bytes of a shard's row of ``build/records`` (``encode_record`` trims to fit)."""
+        return RECORD_BASE_NBYTES + RECORD_SAMPLE_NBYTES * self.shard_size
 
     def shard_range(self, shard: int) -> tuple[int, int]:
         """Sample index range [start, stop) of ``shard``."""
@@ -171,6 +219,30 @@ class Layout:
             "shard_size": self.shard_size,
             "codec": self.codec.to_dict(),
         }
+
+
+def pixel_arrays(format_version: int) -> tuple[str, ...]:
+    """The pixel arrays of a store of ``format_version``."""
+    return PIXEL_ARRAYS if format_version >= 3 else LEGACY_PIXEL_ARRAYS
+
+
+def field_location(format_version: int, field: str) -> tuple[str, int | None]:
+    """(array path, role or None) that holds pixel field ``field`` in a store of that format."""
+    if field in ROLES and format_version >= 3:
+        return IMAGES, ROLES.index(field)
+    if field in PIXEL_FIELDS:
+        return field, None
+    return f"meta/{field}", None
+
+
+def empty_images(n: int, height: int, width: int) -> np.ndarray:
+    """An uninitialised ``images`` block of ``n`` samples, laid out in storage order.
+
+    The result is indexed (sample, role, y, x, channel) like the array; its memory is in the
+    order the ``transpose`` codec stores, so ``write_shard`` encodes each sample without a copy.
+    """
+    storage = np.empty((n, height, 2, width, 3), np.uint8)
+    return storage.transpose(np.argsort(IMAGE_STORAGE_ORDER))
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
@@ -196,9 +268,15 @@ def create_store(
     layout: Layout,
     attrs: Mapping[str, Any],
     *,
+    source_problems: Sequence[Mapping[str, str]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Create an empty store (all arrays, no shards) at ``url``, replacing anything there."""
+    """Create an empty store (all arrays, no shards) at ``url``, replacing anything there.
+
+    ``source_problems`` is the list ``build/source_problems`` holds (None: not known, e.g. a
+    store converted from format 2). The root's consolidated metadata is written last: no array
+    metadata changes after this, so it stays true for the store's life.
+    """
     import zarr
 
     fs, root = filesystem(url, storage_options)
@@ -206,34 +284,55 @@ def create_store(
         fs.rm(root, recursive=True)
     store = _zarr_store(url, storage_options, read_only=False)
     group = zarr.open_group(store=store, mode="w", zarr_format=3)
-    H, W, S, N = layout.height, layout.width, layout.shard_size, layout.n
-    for name in PIXEL_ARRAYS:
-        tail = (H, W, 3) if name in IMAGE_ARRAYS else (H, W)
+    for name in (*PIXEL_ARRAYS, RECORDS):
+        dtype, tail, fill = _array_spec(layout, name)
+        inner = _inner_chunk(layout, name)
         group.create_array(
             name,
-            shape=(N, *tail),
-            dtype="uint8",
-            chunks=(1, *tail),
-            shards=(S, *tail),
-            compressors=layout.codec.zarr_compressors("uint8"),
-            fill_value=0,
-            dimension_names=("sample", "y", "x", "channel")[: 1 + len(tail)],
+            shape=(layout.n_shards if name == RECORDS else layout.n, *tail),
+            dtype=dtype,
+            chunks=inner if name == RECORDS else (1, *tail),
+            shards=None if name == RECORDS else (layout.shard_size, *tail),
+            filters=_zarr_filters(name),
+            compressors=_codec_of(layout, name).zarr_compressors(dtype),
+            fill_value=fill,
+            dimension_names=DIMENSIONS[name],
         )
     meta = group.create_group("meta")
     for name, (dtype, tail, fill) in META_FIELDS.items():
         meta.create_array(
             name,
-            shape=(N, *tail),
+            shape=(layout.n, *tail),
             dtype=dtype,
-            chunks=(S, *tail),
+            chunks=(layout.shard_size, *tail),
             compressors=layout.codec.zarr_compressors(dtype),
             fill_value=fill,
+            dimension_names=("sample", "box")[: 1 + len(tail)],
         )
+    problems = json.dumps(
+        None if source_problems is None else [dict(p) for p in source_problems],
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    group.create_array(
+        SOURCE_PROBLEMS,
+        shape=(len(problems),),
+        dtype="uint8",
+        chunks=(len(problems),),
+        compressors=RECORD_CODEC.zarr_compressors("uint8"),
+        fill_value=0,
+        dimension_names=DIMENSIONS[SOURCE_PROBLEMS],
+    )[:] = np.frombuffer(problems, np.uint8)
     group.attrs["synth"] = {
         "format_version": FORMAT_VERSION,
         "layout": layout.to_dict(),
         **dict(attrs),
     }
+    with warnings.catch_warnings():
+        # Consolidated metadata is zarr-python's extension of Zarr v3; xarray warns on every
+        # open without it, tensorstore ignores it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(store)
 
 
 def read_attrs(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -271,15 +370,15 @@ def layout_of(attrs: Mapping[str, Any]) -> Layout:
 def update_attrs(
     url: str, values: Mapping[str, Any], *, storage_options: Mapping[str, Any] | None = None
 ) -> None:
-    """Merge ``values`` into the store's ``synth`` attributes."""
-    import zarr
+    """Merge ``values`` into the store's ``synth`` attributes (one writer: the build's client).
 
-    group = zarr.open_group(
-        store=_zarr_store(url, storage_options, read_only=False), mode="r+", zarr_format=3
-    )
-    attrs = dict(group.attrs["synth"])
-    attrs.update(values)
-    group.attrs["synth"] = attrs
+    The root ``zarr.json`` is rewritten whole, its consolidated metadata kept as it is.
+    """
+    fs, root = filesystem(url, storage_options)
+    path = f"{root.rstrip('/')}/zarr.json"
+    doc = json.loads(fs.cat_file(path))
+    doc["attributes"]["synth"] = {**doc["attributes"]["synth"], **dict(values)}
+    _put_objects(fs, {path: json.dumps(doc, indent=2).encode()})
 
 
 def write_shard(
@@ -290,20 +389,29 @@ def write_shard(
     *,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write every array's slice of ``shard`` whole, then its completion record.
+    """Write every array's slice of ``shard`` whole, then the shard's record.
 
-    ``arrays`` holds ``prompt``, ``query``, ``mask`` and every ``META_FIELDS`` name, each with
-    exactly the shard's number of samples. Writing the record last makes a shard count only
-    once all its bytes are in place; a rerun simply rewrites the same bytes.
+    ``arrays`` holds ``images`` (see ``empty_images``), ``mask`` and every ``META_FIELDS``
+    name, each with exactly the shard's number of samples. Writing the record last makes a
+    shard count only once all its bytes are in place; a rerun simply rewrites the same bytes.
+    Each task writes only its own shard's objects, so concurrent tasks never share one.
 
     The objects are encoded here (``shard_objects``), byte for byte what zarr-python writes,
     each written once and atomically; a store whose array metadata is not the layout
     ``create_store`` makes is written through zarr-python instead.
+
+    Raises:
+        SynthError: the store is not format 3 (synth writes no other).
     """
     fs, root = filesystem(url, storage_options)
     root = root.rstrip("/")
-    group = json.loads(fs.cat_file(f"{root}/zarr.json"))
-    layout = layout_of(group["attributes"]["synth"])
+    attrs = json.loads(fs.cat_file(f"{root}/zarr.json"))["attributes"]["synth"]
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise SynthError(
+            f"{url}: a format {attrs.get('format_version')} store; this synth writes format "
+            f"{FORMAT_VERSION} only: convert it with 'synth convert' or rebuild it"
+        )
+    layout = layout_of(attrs)
     start, stop = layout.shard_range(shard)
     for name in ARRAY_NAMES:
         n = len(arrays[name.removeprefix("meta/")])
@@ -315,29 +423,36 @@ def write_shard(
         _put_objects(fs, {f"{root}/{k}": v for k, v in objects.items() if v is not None})
         for key in (k for k, v in objects.items() if v is None):
             _delete_object(fs, f"{root}/{key}")
+        key, payload = record_object(layout, shard, record)
+        _put_objects(fs, {f"{root}/{key}": payload})
     else:
         warnings.warn(
             f"{url}: {mismatch}; writing through zarr-python (slower)", RuntimeWarning, stacklevel=2
         )
-        _write_shard_zarr(url, shard, arrays, storage_options=storage_options)
-    _put_json(fs, f"{root}/{MARKER_DIR}/{shard:06d}.json", record)
+        _write_shard_zarr(url, shard, arrays, record, storage_options=storage_options)
 
 
 def _write_shard_zarr(
     url: str,
     shard: int,
     arrays: Mapping[str, np.ndarray],
+    record: Mapping[str, Any],
     *,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write every array's slice of ``shard`` through zarr-python (any array metadata)."""
+    """Write every array's slice of ``shard``, then its record, through zarr-python."""
     import zarr
 
     store = _zarr_store(url, storage_options, read_only=False)
-    group = zarr.open_group(store=store, mode="r+", zarr_format=3)
-    start, stop = layout_of(group.attrs["synth"]).shard_range(shard)
+    # The arrays' own metadata, not the consolidated copy: this path serves stores whose
+    # array metadata was changed after they were made.
+    group = zarr.open_group(store=store, mode="r+", zarr_format=3, use_consolidated=False)
+    layout = layout_of(group.attrs["synth"])
+    start, stop = layout.shard_range(shard)
     for name in ARRAY_NAMES:
         group[name][start:stop] = arrays[name.removeprefix("meta/")]
+    records = group[RECORDS]
+    records[shard] = np.frombuffer(encode_record(record, records.shape[1]), np.uint8)
 
 
 def shard_objects(
@@ -360,11 +475,11 @@ def shard_objects(
             data = data.astype(dtype)  # zarr-python casts the same way
         if data.shape != (n, *tail):
             raise ValueError(f"shard {shard}: {name} has shape {data.shape}, want {(n, *tail)}")
-        encode = chunk_encoder(layout.codec, dtype)
+        encode = chunk_encoder(layout.codec, dtype, _storage_order(name))
         key = f"{name}/c/{shard}" + "/0" * len(tail)
         if name in PIXEL_ARRAYS:  # fill value 0
             present = data.reshape(n, -1).any(axis=1)
-            chunks = [encode(data[i]) if present[i] else None for i in range(n)]
+            chunks = [encode(data[i : i + 1]) if present[i] else None for i in range(n)]
             out[key] = encode_shard(chunks + [None] * (S - n))
         else:
             chunk = np.full((S, *tail), fill, dtype=dtype)
@@ -373,8 +488,11 @@ def shard_objects(
     return out
 
 
-def chunk_encoder(codec: Codec, dtype: str | np.dtype) -> Callable[[np.ndarray], bytes]:
-    """Encoder of one chunk of ``dtype``: ``bytes`` (little endian, C order), then ``codec``."""
+def chunk_encoder(
+    codec: Codec, dtype: str | np.dtype, order: Sequence[int] | None = None
+) -> Callable[[np.ndarray], bytes]:
+    """Encoder of one chunk of ``dtype``: ``transpose`` to ``order`` if given, ``bytes`` (little
+    endian, C order), then ``codec``."""
     dt = np.dtype(dtype)
     compressor = codec.numcodecs(dt.itemsize)
     if codec.name == "blosc-lz4":
@@ -384,6 +502,8 @@ def chunk_encoder(codec: Codec, dtype: str | np.dtype) -> Callable[[np.ndarray],
     le = dt.newbyteorder("<")
 
     def encode(chunk: np.ndarray) -> bytes:
+        if order is not None:
+            chunk = chunk.transpose(order)
         raw = np.ascontiguousarray(chunk, dtype=le).reshape(-1).view(np.uint8)
         return raw.tobytes() if compressor is None else bytes(compressor.encode(raw))
 
@@ -420,32 +540,201 @@ def shard_index_nbytes(n_chunks: int) -> int:
     return SHARD_INDEX_ENTRY_NBYTES * n_chunks + SHARD_CHECKSUM_NBYTES
 
 
+# --- shard records -----------------------------------------------------------------------------
+
+
+def encode_record(record: Mapping[str, Any], nbytes: int) -> bytes:
+    """``record`` as compact JSON zero-padded to ``nbytes`` (a row of ``build/records``).
+
+    A record too long for its row keeps its counts exact: the last skipped inputs are dropped
+    from the list and counted under ``omitted`` (inputs and uses) instead.
+    """
+    rec = dict(record)
+    skipped = list(rec.get("skipped", []))
+    omitted = dict(rec.get("omitted", {"inputs": 0, "uses": 0}))
+    while True:
+        if skipped or "skipped" in rec:
+            rec["skipped"] = skipped
+        if omitted["inputs"]:
+            rec["omitted"] = omitted
+        blob = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+        if len(blob) <= nbytes:
+            return blob + bytes(nbytes - len(blob))
+        if not skipped:
+            raise ValueError(f"shard record of {len(blob)} bytes does not fit {nbytes}")
+        dropped = skipped.pop()
+        omitted = {"inputs": omitted["inputs"] + 1, "uses": omitted["uses"] + len(dropped["uses"])}
+
+
+def decode_record(row: bytes) -> dict[str, Any]:
+    """The record of one ``build/records`` row (``encode_record``'s inverse)."""
+    return json.loads(bytes(row).rstrip(b"\0"))
+
+
+def record_object(layout: Layout, shard: int, record: Mapping[str, Any]) -> tuple[str, bytes]:
+    """(store key, object bytes) of ``shard``'s row of ``build/records``."""
+    row = np.frombuffer(encode_record(record, layout.record_nbytes), np.uint8)
+    return f"{RECORDS}/c/{shard}/0", chunk_encoder(RECORD_CODEC, "uint8")(row)
+
+
+def shard_records(
+    url: str, *, storage_options: Mapping[str, Any] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Records of the shards present in the store, keyed by shard number (any format)."""
+    fs, root = filesystem(url, storage_options)
+    paths = _record_paths(fs, root.rstrip("/"))
+    if not paths:
+        return {}
+    blobs = fs.cat(list(paths.values()), on_error="raise")
+    if paths[min(paths)].endswith(".json"):
+        return {s: legacy_record(json.loads(blobs[p])) for s, p in sorted(paths.items())}
+    decoder = _decoder(RECORD_CODEC)
+    return {s: decode_record(decoder(blobs[p])) for s, p in sorted(paths.items())}
+
+
+def present_shards(url: str, *, storage_options: Mapping[str, Any] | None = None) -> set[int]:
+    """The shards whose record exists (listed, not read)."""
+    fs, root = filesystem(url, storage_options)
+    return set(_record_paths(fs, root.rstrip("/")))
+
+
+def _record_paths(fs: Any, root: str) -> dict[int, str]:
+    """Shard -> path of its record object: ``build/records`` chunks (format 3) or, where there
+    are none, ``_synth/shards/NNNNNN.json`` files (format 1/2; a store never holds both)."""
+    out: dict[int, str] = {}
+    for base in (f"{root}/{RECORDS}/c", f"{root}/{LEGACY_MARKER_DIR}"):
+        fs.invalidate_cache(base)  # other processes wrote them: no listing from before
+        try:
+            paths = fs.find(base)
+        except FileNotFoundError:
+            continue
+        for path in paths:
+            rel = path.removeprefix(base).strip("/")
+            shard, _, col = rel.partition("/")
+            if base.endswith("/c") and shard.isdigit() and col == "0":
+                out[int(shard)] = path
+            elif rel.endswith(".json") and rel[:-5].isdigit():
+                out[int(rel[:-5])] = path
+        if out:
+            break
+    return out
+
+
+def _decoder(codec: Codec) -> Callable[[bytes], bytes]:
+    compressor = codec.numcodecs()
+    return (lambda b: b) if compressor is None else (lambda b: bytes(compressor.decode(b)))
+
+
+def group_skipped(uses: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Skipped uses (``index``, ``attempt``, ``input``, ``reason`` each) as a record lists them:
+    one ``{input, reason, uses: [[index, attempt], ...]}`` per input, sorted by input."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for s in uses:
+        entry = grouped.setdefault(s["input"], {"input": s["input"], "reason": s["reason"]})
+        entry.setdefault("uses", []).append([s["index"], s["attempt"]])
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def legacy_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A format 2 record (``skipped``: one entry per use) in the format 3 shape."""
+    return {**record, "skipped": group_skipped(record.get("skipped", []))}
+
+
+def read_source_problems(
+    url: str, *, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, str]] | None:
+    """The inputs the sources rejected when indexed (None: not recorded, as in format 1/2)."""
+    fs, root = filesystem(url, storage_options)
+    try:
+        blob = fs.cat_file(f"{root.rstrip('/')}/{SOURCE_PROBLEMS}/c/0")
+    except FileNotFoundError:
+        return None
+    return json.loads(_decoder(RECORD_CODEC)(blob))
+
+
+def store_bytes(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Bytes of every object under the store (0 where the filesystem cannot tell)."""
+    fs, root = filesystem(url, storage_options)
+    try:
+        return int(fs.du(root))
+    except (FileNotFoundError, NotImplementedError):
+        return 0
+
+
+def remove_partials(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Delete temporary ``*.partial`` files an interrupted local write left behind."""
+    fs, root = filesystem(url, storage_options)
+    if not _is_local(fs) or not fs.exists(root):
+        return 0
+    n = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".partial"):
+                os.unlink(os.path.join(dirpath, f))
+                n += 1
+    return n
+
+
+# --- the layout as array metadata --------------------------------------------------------------
+
+
 def _array_spec(layout: Layout, name: str) -> tuple[str, tuple[int, ...], int]:
     """(dtype, trailing shape, fill value) of array ``name`` of a store of ``layout``."""
-    if name in PIXEL_ARRAYS:
-        hw = (layout.height, layout.width)
-        return "uint8", (*hw, 3) if name in IMAGE_ARRAYS else hw, 0
+    hw = (layout.height, layout.width)
+    if name == IMAGES:
+        return "uint8", (2, *hw, 3), 0
+    if name == "mask":
+        return "uint8", hw, 0
+    if name == RECORDS:
+        return "uint8", (layout.record_nbytes,), 0
     return META_FIELDS[name.removeprefix("meta/")]
+
+
+def _inner_chunk(layout: Layout, name: str) -> tuple[int, ...]:
+    """The chunk ``name``'s codecs see: one sample (pixels), one shard (meta), one record."""
+    _, tail, _ = _array_spec(layout, name)
+    if name in PIXEL_ARRAYS or name == RECORDS:
+        return (1, *tail)
+    return (layout.shard_size, *tail)
+
+
+def _storage_order(name: str) -> tuple[int, ...] | None:
+    return IMAGE_STORAGE_ORDER if name == IMAGES else None
+
+
+def _codec_of(layout: Layout, name: str) -> Codec:
+    return RECORD_CODEC if name == RECORDS else layout.codec
+
+
+def _zarr_filters(name: str) -> tuple[Any, ...]:
+    from zarr.codecs import TransposeCodec
+
+    order = _storage_order(name)
+    return () if order is None else (TransposeCodec(order=order),)
 
 
 def _expected_metadata(layout: Layout, name: str) -> dict[str, Any]:
     """The ``zarr.json`` fields that decide the bytes of array ``name``, as ``create_store`` writes
     them (``bytes`` codecs with their ``endian`` spelled out, see ``_normalized``)."""
     dtype, tail, fill = _array_spec(layout, name)
-    codecs = [_bytes_codec(), *_compressor_json(layout.codec, dtype)]
-    chunks = [layout.shard_size, *tail]
+    order = _storage_order(name)
+    transpose = [] if order is None else [{"name": "transpose", "configuration": {"order": order}}]
+    codecs = [*transpose, _bytes_codec(), *_compressor_json(_codec_of(layout, name), dtype)]
+    chunks = list(_inner_chunk(layout, name))
+    shape = [layout.n_shards if name == RECORDS else layout.n, *tail]
     if name in PIXEL_ARRAYS:
         sharding = {
-            "chunk_shape": [1, *tail],
+            "chunk_shape": chunks,
             "codecs": codecs,
             "index_codecs": [_bytes_codec(), {"name": "crc32c"}],
             "index_location": "end",
         }
         codecs = [{"name": "sharding_indexed", "configuration": sharding}]
+        chunks = [layout.shard_size, *tail]
     return {
         "zarr_format": 3,
         "node_type": "array",
-        "shape": [layout.n, *tail],
+        "shape": shape,
         "data_type": dtype,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
@@ -472,7 +761,8 @@ def _compressor_json(codec: Codec, dtype: str) -> list[dict[str, Any]]:
 
 def _normalized(meta: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """``meta`` restricted to ``keys``, ``bytes`` codecs without ``endian`` read as little endian
-    (zarr-python omits it for one-byte types) and absent ``storage_transformers`` as none."""
+    (zarr-python omits it for one-byte types), ``transpose`` orders as lists and absent
+    ``storage_transformers`` as none."""
 
     def codecs(chain: Any) -> Any:
         if not isinstance(chain, list):
@@ -498,13 +788,13 @@ def _normalized(meta: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 
 def _layout_mismatch(fs: Any, root: str, layout: Layout) -> str | None:
     """None if every array's ``zarr.json`` is what ``shard_objects`` encodes for, else why not."""
-    paths = {name: f"{root}/{name}/zarr.json" for name in ARRAY_NAMES}
+    paths = {name: f"{root}/{name}/zarr.json" for name in (*ARRAY_NAMES, RECORDS)}
     try:
         docs = fs.cat(list(paths.values()), on_error="raise")
     except FileNotFoundError as e:
         return f"array metadata missing ({e})"
     for name, path in paths.items():
-        want = _expected_metadata(layout, name)
+        want = json.loads(json.dumps(_expected_metadata(layout, name)))  # tuples as lists
         try:
             got = _normalized(json.loads(docs[path]), list(want))
         except (ValueError, KeyError, TypeError) as e:
@@ -545,48 +835,7 @@ def _delete_object(fs: Any, path: str) -> None:
         pass
 
 
-def write_json(
-    url: str, key: str, obj: Any, *, storage_options: Mapping[str, Any] | None = None
-) -> None:
-    """Write a small JSON document under the store (atomically on local disks)."""
-    fs, root = filesystem(url, storage_options)
-    _put_json(fs, f"{root.rstrip('/')}/{key}", obj)
-
-
-def _put_json(fs: Any, path: str, obj: Any) -> None:
-    _put_objects(fs, {path: json.dumps(obj, sort_keys=True, indent=1).encode()})
-
-
-def shard_records(
-    url: str, *, storage_options: Mapping[str, Any] | None = None
-) -> dict[int, dict[str, Any]]:
-    """Completion records of the shards present in the store, keyed by shard number."""
-    fs, root = filesystem(url, storage_options)
-    base = f"{root.rstrip('/')}/{MARKER_DIR}"
-    try:
-        names = fs.ls(base, detail=False)
-    except FileNotFoundError:
-        return {}
-    out: dict[int, dict[str, Any]] = {}
-    for name in sorted(names):
-        stem = name.rsplit("/", 1)[-1]
-        if stem.endswith(".json") and stem[:-5].isdigit():
-            out[int(stem[:-5])] = json.loads(fs.cat_file(name))
-    return out
-
-
-def remove_partials(url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
-    """Delete temporary ``*.partial`` files an interrupted local write left behind."""
-    fs, root = filesystem(url, storage_options)
-    if not _is_local(fs) or not fs.exists(root):
-        return 0
-    n = 0
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            if f.endswith(".partial"):
-                os.unlink(os.path.join(dirpath, f))
-                n += 1
-    return n
+# --- reading -----------------------------------------------------------------------------------
 
 
 def _tensorstore_kvstore(url: str, storage_options: Mapping[str, Any] | None) -> Any:
@@ -605,11 +854,12 @@ def _tensorstore_kvstore(url: str, storage_options: Mapping[str, Any] | None) ->
 
 
 class StoreReader:
-    """Random access to a synth store from any process.
+    """Random access to a synth store of any readable format from any process.
 
-    The backend is tensorstore (``zarr3`` driver, several times faster per chunk) when it is
-    installed and can address the URL, otherwise zarr-python. Handles are opened lazily and
-    re-opened after a fork, so a reader may be created in a parent and used in DataLoader
+    Fields are ``prompt``, ``query``, ``mask`` and the ``META_FIELDS`` names whatever the
+    format. The backend is tensorstore (``zarr3`` driver, several times faster per chunk) when
+    it is installed and can address the URL, otherwise zarr-python. Handles are opened lazily
+    and re-opened after a fork, so a reader may be created in a parent and used in DataLoader
     workers without sharing the parent's I/O threads.
     """
 
@@ -626,6 +876,7 @@ class StoreReader:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.attrs = read_attrs(url, storage_options=storage_options)
+        self.format_version: int = int(self.attrs["format_version"])
         self.layout = layout_of(self.attrs)
         self.kinds: list[str] = list(self.attrs.get("kinds", []))
         self.threads = threads
@@ -672,7 +923,7 @@ class StoreReader:
                 f"{self.backend}, whose I/O threads do not survive fork; start workers with "
                 "multiprocessing 'spawn' or 'forkserver', or read first in the child"
             )
-        names = (*PIXEL_ARRAYS, *(f"meta/{m}" for m in META_FIELDS))
+        names = (*pixel_arrays(self.format_version), *(f"meta/{m}" for m in META_FIELDS))
         if self.backend == "tensorstore":
             import tensorstore as ts
 
@@ -691,10 +942,12 @@ class StoreReader:
         else:
             import zarr
 
+            # Each array's own metadata: a consolidated copy may predate edits made by hand.
             group = zarr.open_group(
                 store=_zarr_store(self.url, self.storage_options, read_only=True),
                 mode="r",
                 zarr_format=3,
+                use_consolidated=False,
             )
             arrays = {name: group[name] for name in names}
         self._arrays, self._pid = arrays, os.getpid()
@@ -708,12 +961,23 @@ class StoreReader:
             return np.asarray(arr[index])
         return np.asarray(arr.get_orthogonal_selection((index,)))
 
+    def _read_fields(
+        self, fields: Sequence[str], index: slice | np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """``fields`` at ``index``, each array read once (prompt and query share ``images``)."""
+        located = {f: field_location(self.format_version, f) for f in fields}
+        names = dict.fromkeys(a for a, _ in located.values())
+        data = {name: self._read(name, index) for name in names}
+        return {
+            f: data[a] if role is None else np.ascontiguousarray(data[a][:, role])
+            for f, (a, role) in located.items()
+        }
+
     def read_range(
         self, start: int, stop: int, fields: Sequence[str] = ("prompt", "query", "mask", "kind")
     ) -> dict[str, np.ndarray]:
         """Samples ``[start, stop)``: the fastest access (contiguous, whole shards ideally)."""
-        sl = slice(start, stop)
-        return {f: self._read(f if f in PIXEL_ARRAYS else f"meta/{f}", sl) for f in fields}
+        return self._read_fields(fields, slice(start, stop))
 
     def read_indices(
         self, indices: Sequence[int], fields: Sequence[str] = ("prompt", "query", "mask", "kind")
@@ -725,18 +989,18 @@ class StoreReader:
         order = np.argsort(idx, kind="stable")
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
-        sorted_idx = idx[order]
         in_order = bool(np.all(idx[1:] >= idx[:-1]))  # sorted already: skip the reorder copy
-        out = {}
-        for f in fields:
-            name = f if f in PIXEL_ARRAYS else f"meta/{f}"
-            data = self._read(name, sorted_idx)
-            out[f] = data if in_order else data[inv]
-        return out
+        data = self._read_fields(fields, idx[order])
+        return data if in_order else {f: v[inv] for f, v in data.items()}
 
     def meta(self) -> dict[str, np.ndarray]:
         """All per-sample metadata arrays (small: read whole)."""
-        return {m: self._read(f"meta/{m}", slice(0, self.layout.n)) for m in META_FIELDS}
+        return self._read_fields(list(META_FIELDS), slice(0, self.layout.n))
 
     def completed_shards(self) -> dict[int, dict[str, Any]]:
+        """The records of every complete shard (``shard_records``)."""
         return shard_records(self.url, storage_options=self.storage_options)
+
+    def present_shards(self) -> set[int]:
+        """The numbers of every complete shard (``present_shards``: no record is read)."""
+        return present_shards(self.url, storage_options=self.storage_options)

@@ -34,6 +34,8 @@ MALFORMED_CASES: dict[str, tuple[int, str]] = {
     "rle_size": (107, "RLE size [10, 10] does not match image astronaut.jpg size [96, 128]"),
     "rle_sum": (108, "uncompressed RLE counts sum to 100 (need 96*128 = 12288)"),
     "second_part_short": (109, "polygon 2 of 2 has 4 coordinates"),
+    "nan_coordinates": (110, "polygon has non-numeric or non-finite coordinates"),
+    "duplicate_id": (111, "id is used by more than one annotation"),
 }
 
 
@@ -227,14 +229,20 @@ def write_coco_fixture(
         "rle_size": (10, 1, uncompressed_rle(np.ones((10, 10), bool))),
         "rle_sum": (10, 1, {"size": [96, 128], "counts": [50, 50]}),
         "second_part_short": (10, 1, [rect(0, 0, 5, 5), [1, 1, 2, 2]]),
+        "nan_coordinates": (10, 1, [[10, 10, float("nan"), 10, 20, 20]]),
     }
     for case in malformed:
         if case not in MALFORMED_CASES:
             raise ValueError(f"unknown malformed case {case!r}; use {sorted(MALFORMED_CASES)}")
         aid = MALFORMED_CASES[case][0]
+        fx.malformed[case] = MALFORMED_CASES[case]
+        if case == "duplicate_id":  # two copies of one valid annotation: one is kept
+            hw = fx.images["astronaut.jpg"]
+            for _ in range(2):
+                add_ann(aid, 10, "astronaut.jpg", 1, [rect(0, 0, 5, 5)], _rect_mask(hw, 0, 0, 5, 5))
+            continue
         iid, cat, seg = bad_segs[case]
         add_ann(aid, iid, "astronaut.jpg", cat, seg, None)
-        fx.malformed[case] = MALFORMED_CASES[case]
 
     fx.ann_file.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -245,5 +253,5 @@ def write_coco_fixture(
             {"id": k, "name": v, "supercategory": "thing"} for k, v in CATEGORIES.items()
         ],
     }
-    fx.ann_file.write_text(json.dumps(doc))
+    fx.ann_file.write_text(json.dumps(doc))  # NaN is written as the bare token NaN
     return fx

@@ -35,14 +35,13 @@ def write_manifest(path: Path, **overrides: object) -> Path:
 
 
 def store_digest(root: str | Path) -> dict[str, str]:
-    """sha256 of every file of a local store, except per-run logs (which hold timings)."""
+    """sha256 of every file of a local store (a store holds no timings: all of it is content)."""
     root = Path(root)
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith("_synth/runs/"):
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from synth import provenance
 from synth import store as zs
 from synth.build import build, make_shard
 from synth.errors import SynthError
-from synth.info import verify_store
+from synth.info import store_info, verify_store
 from synth.manifest import load_manifest
 from tests.conftest import free_port, store_digest, write_manifest
 
@@ -65,6 +65,7 @@ def test_each_sample_matches_make_shard(reference, manifest_path):
     m = load_manifest(manifest_path)
     arrays, record = make_shard(m, 3)
     got = zs.StoreReader(str(url)).read_range(12, 16, ("prompt", "query", "mask", "kind", "seed"))
+    arrays["prompt"], arrays["query"] = arrays["images"][:, 0], arrays["images"][:, 1]
     for k in got:
         np.testing.assert_array_equal(got[k], arrays[k])
 
@@ -81,7 +82,7 @@ def test_zarr_and_tensorstore_read_the_same(reference):
 
     url, _ = reference
     g = zarr.open_group(str(url), mode="r")
-    for name in ("prompt", "query", "mask", "meta/kind", "meta/bbox"):
+    for name in ("images", "mask", "meta/kind", "meta/bbox"):
         spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{url}/{name}/"}}
         via_ts = ts.open(spec, read=True).result().read().result()
         np.testing.assert_array_equal(np.asarray(via_ts), g[name][:])
@@ -325,11 +326,17 @@ def test_corrupt_inputs_are_skipped_listed_and_strict_fails(tmp_path):
     summary = build(m, str(tmp_path / "c.zarr"), workers=1, progress=False)
     assert sum(summary.kinds.values()) == 24
     bad = {k.split("[")[0] for k, _, _ in summary.skipped_inputs()}
-    assert summary.skipped and bad == {"coco"}
+    assert summary.skipped_uses and bad == {"coco"}
+    assert summary.skipped_uses == sum(c for _, c, _ in summary.skipped_inputs())
     reasons = " ".join(r for _, _, r in summary.skipped_inputs())
     assert "corrupt.jpg" in reasons or "missing.jpg" in reasons
-    assert "skipped" in summary.render()
+    assert f"skipped      {summary.skipped_uses} input uses" in summary.render()
     assert verify_store(str(tmp_path / "c.zarr")).ok
+    info = store_info(str(tmp_path / "c.zarr"))
+    assert info["skipped_uses"] == summary.skipped_uses
+    assert [(s["input"], s["uses"]) for s in info["skipped"]] == [
+        (k, c) for k, c, _ in summary.skipped_inputs()
+    ]
     with pytest.raises(SynthError, match="sample"):
         build(m, str(tmp_path / "strict.zarr"), workers=1, progress=False, strict=True)
 
@@ -350,3 +357,54 @@ def test_s3_output_against_moto(moto_s3, reference, manifest_path, monkeypatch):
     )
     for k in local:
         np.testing.assert_array_equal(local[k], remote[k])
+
+
+def test_an_input_that_failed_is_read_once_per_shard_and_counted_per_use(tmp_path, monkeypatch):
+    """A corrupt image drawn by several triples of a shard is read once; every draw counts."""
+    import synth.sources.coco as coco
+    from tests.coco_fixture import write_coco_fixture
+
+    fx = write_coco_fixture(tmp_path / "coco", corrupt_image=True)
+    m = load_manifest(_coco_manifest(tmp_path, fx, n=24)).with_overrides(shard_size=24)
+    reads: list[str] = []
+    real = coco.read_bytes
+    monkeypatch.setattr(coco, "read_bytes", lambda url: reads.append(url) or real(url))
+    _, record = make_shard(m, 0)
+    (entry,) = [s for s in record["skipped"] if "corrupt" in s["reason"]]
+    assert len(entry["uses"]) >= 2, entry
+    assert sum("corrupt.jpg" in u for u in reads) == 1
+    assert len({tuple(u) for u in entry["uses"]}) == len(entry["uses"])  # one per draw
+    reads.clear()
+    make_shard(m, 0)  # a new task reads it again (the file may have been fixed meanwhile)
+    assert sum("corrupt.jpg" in u for u in reads) == 1
+
+
+def test_source_problems_are_counted_stored_shown_and_strict_fails(tmp_path):
+    """Annotations the COCO index rejects reach the summary, the store and synth info."""
+    from click.testing import CliRunner
+
+    from synth.cli import main
+    from tests.coco_fixture import MALFORMED_CASES, write_coco_fixture
+
+    fx = write_coco_fixture(tmp_path / "coco", malformed=list(MALFORMED_CASES))
+    man = _coco_manifest(tmp_path, fx, n=8)
+    url = str(tmp_path / "p.zarr")
+    summary = build(load_manifest(man), url, workers=1, progress=False)
+    n_bad = len(MALFORMED_CASES)
+    assert len(summary.source_problems) == n_bad
+    text = summary.render()
+    assert f"rejected     {n_bad} source item(s) while indexing (coco {n_bad})" in text
+    assert text.count("  - coco: instances.json: annotation ") == 5
+    assert f"... {n_bad - 5} more: synth info {url} --problems" in text
+    stored = zs.read_source_problems(url)
+    assert stored == summary.source_problems
+    assert zs.read_attrs(url)["source_problems"] == {"count": n_bad, "by_source": {"coco": n_bad}}
+    listed = CliRunner().invoke(main, ["info", url, "--problems"]).output
+    short = CliRunner().invoke(main, ["info", url]).output
+    for aid, fragment in MALFORMED_CASES.values():
+        assert f"coco: instances.json: annotation {aid}: " in listed and fragment in listed
+    assert short.count("instances.json: annotation") == 5
+    r = CliRunner().invoke(main, ["build", str(man), "-o", str(tmp_path / "s.zarr"), "--strict"])
+    assert r.exit_code == 2 and not (tmp_path / "s.zarr").exists(), r.output
+    (line,) = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+    assert f"{n_bad} source item(s) rejected while indexing" in line and "--strict" in line

@@ -16,8 +16,9 @@ returns them in plan order, a run is reproducible with any worker count, and res
 ``k`` simply skips the first ``k`` plans without reading them.
 
 Reading (``backend``): for a local store ``direct`` (``synth.train.fastread``) decodes each
-sample's chunk from the memory-mapped shard straight into the batch tensor, which a worker
-keeps in shared memory, so the batch crosses to the training process without a copy. Inside
+sample's chunk from the memory-mapped shard into the batch tensors (format 3: prompt and query
+from one chunk), which a worker keeps in shared memory, so the batch crosses to the training
+process without a copy. Inside
 ``make_loader``'s workers the batch buffers are a per-worker ring of preallocated shared-memory
 slots (see ``StoreBatches`` for the ring depth and when a batch may be reused): after the first
 laps no shared memory is allocated or faulted in per batch, which used to cost more than the
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synth.errors import ConfigError
 from synth.rng import derive
-from synth.store import PIXEL_ARRAYS, StoreReader
+from synth.store import PIXEL_FIELDS, StoreReader
 from synth.train.fastread import LocalShardReader
 
 BACKENDS = ("auto", "direct", "tensorstore", "zarr")
@@ -184,7 +185,7 @@ class StoreBatches(IterableDataset):
             raise ConfigError(f"reader backend {backend!r}: use one of {', '.join(BACKENDS)}")
         self.fast = None
         if backend in ("auto", "direct"):
-            self.fast = LocalShardReader.open(url, PIXEL_ARRAYS)
+            self.fast = LocalShardReader.open(url, PIXEL_FIELDS)
             if self.fast is None and backend == "direct":
                 raise ConfigError(f"{url}: the direct reader needs a local store in synth's layout")
         self.reader = StoreReader(
@@ -200,7 +201,7 @@ class StoreBatches(IterableDataset):
                 raise ConfigError(f"{url}: range [{a}, {b}) outside the store's {layout.n} samples")
         S = layout.shard_size
         needed = {s for a, b in self.ranges for s in range(a // S, -(-b // S))}
-        missing = sorted(needed - set(self.reader.completed_shards()))
+        missing = sorted(needed - self.reader.present_shards())
         if missing:
             raise ConfigError(
                 f"{url}: {len(missing)} shard(s) not written yet (first: {missing[0]}); finish the "
@@ -286,7 +287,7 @@ class StoreBatches(IterableDataset):
     def load(self, indices: np.ndarray, valid: np.ndarray) -> dict[str, torch.Tensor]:
         """Read one planned batch (into shared memory, a reused ring slot, inside a worker)."""
         if self.fast is None:
-            data = self.reader.read_indices(indices, fields=PIXEL_ARRAYS)
+            data = self.reader.read_indices(indices, fields=PIXEL_FIELDS)
             return {
                 **{k: torch.from_numpy(v) for k, v in data.items()},
                 "kind": torch.from_numpy(self.kinds[indices]),
@@ -294,8 +295,7 @@ class StoreBatches(IterableDataset):
                 "valid": torch.from_numpy(valid),
             }
         out = self._slot(len(indices), get_worker_info() is not None)
-        for name in PIXEL_ARRAYS:
-            self.fast.read_into(name, indices, out[name].numpy())
+        self.fast.read_into(indices, {f: out[f].numpy() for f in PIXEL_FIELDS})
         out["kind"].numpy()[:] = self.kinds[indices]
         out["index"].numpy()[:] = indices
         out["valid"].numpy()[:] = valid

@@ -1,14 +1,17 @@
 """Decode a local synth store's samples straight from the shard files into the batch buffer.
 
 The store's pixel arrays use the portable Zarr v3 layout written by ``synth.store``: one
-``sharding_indexed`` shard per file, inner chunks of one sample, ``bytes`` followed by ``blosc``,
-``zstd`` or nothing inside, the shard index (offset, length pairs, then a crc32c) at the end of
-the file. For a local store in exactly that layout this reader memory-maps each shard file,
-looks the sample up in the index and decodes it *into* the caller's array (one numcodecs call,
-or one copy for uncompressed chunks): no intermediate buffer and no per-chunk machinery, so
-decoding runs at the codec's speed (``benchmarks/loader.py`` measures the whole loader).
-Anything else (remote URLs, other codecs or blosc compressors numcodecs lacks, other chunking)
-is declined at ``open`` and the caller falls back to ``StoreReader`` (tensorstore).
+``sharding_indexed`` shard per file, inner chunks of one sample, an optional ``transpose``
+(format 3's ``images``: prompt and query rows interleaved), ``bytes`` followed by ``blosc``,
+``zstd`` or nothing inside, the shard index (offset, length pairs, then a crc32c) at the end
+of the file. For a local store in exactly that layout this reader memory-maps each shard file,
+looks the sample up in the index and decodes it with one numcodecs call: *into* the caller's
+array where the chunk is one field in field order (format 2, ``mask``), else into one reused
+chunk buffer from which each role is copied out (about a tenth of the decode's time). No
+per-chunk machinery, so decoding runs near the codec's speed (``benchmarks/loader.py``
+measures the whole loader). Anything else (remote URLs, other codecs or blosc compressors
+numcodecs lacks, other chunking or orders) is declined at ``open`` and the caller falls back
+to ``StoreReader`` (tensorstore).
 
 The index checksum is not verified here; a corrupt chunk still fails loudly in the codec, and
 an uncompressed chunk of the wrong length is refused.
@@ -20,11 +23,19 @@ import json
 import mmap
 import os
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from synth.store import SHARD_MISSING, shard_index_nbytes
+from synth.store import (
+    IMAGE_STORAGE_ORDER,
+    PIXEL_FIELDS,
+    SHARD_MISSING,
+    field_location,
+    shard_index_nbytes,
+)
 
 
 def _inner_codec(codecs: list[dict[str, Any]]) -> str | None:
@@ -56,7 +67,8 @@ def _sharding_config(meta: dict[str, Any]) -> dict[str, Any] | None:
     ).get("endian", "little") == "little"
     key = meta.get("chunk_key_encoding", {})
     if (
-        _inner_codec(cfg.get("codecs", [])) is None
+        _inner_codec(_without_transpose(cfg.get("codecs", []))) is None
+        or _order(cfg.get("codecs", []), len(meta["shape"])) is None
         or not index_ok
         or cfg.get("index_location", "end") != "end"
         or key.get("name") != "default"
@@ -70,28 +82,68 @@ def _sharding_config(meta: dict[str, Any]) -> dict[str, Any] | None:
     return cfg
 
 
+def _without_transpose(codecs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return codecs[1:] if codecs and codecs[0].get("name") == "transpose" else codecs
+
+
+def _order(codecs: list[dict[str, Any]], ndim: int) -> tuple[int, ...] | None:
+    """The storage order of a chunk: identity, or ``IMAGE_STORAGE_ORDER`` (None: other)."""
+    if not codecs or codecs[0].get("name") != "transpose":
+        return tuple(range(ndim))
+    order = tuple(codecs[0].get("configuration", {}).get("order", ()))
+    return order if order == IMAGE_STORAGE_ORDER else None
+
+
+@dataclass(frozen=True)
+class _ArrayInfo:
+    shard: int
+    tail: tuple[int, ...]
+    fill: int
+    key_tail: str
+    codec: str
+    order: tuple[int, ...]
+
+    @property
+    def transposed(self) -> bool:
+        return self.order != tuple(range(len(self.order)))
+
+
 class LocalShardReader:
-    """Per-sample decode of selected arrays of a local store (see the module docstring).
+    """Per-sample decode of pixel fields of a local store (see the module docstring).
 
     Create with ``LocalShardReader.open``; instances pickle without their open files and
     reopen lazily, so they can be handed to DataLoader workers.
     """
 
-    def __init__(self, root: str, arrays: dict[str, dict[str, Any]], max_open: int = 64):
+    def __init__(
+        self,
+        root: str,
+        arrays: dict[str, _ArrayInfo],
+        fields: dict[str, tuple[str, int | None]],
+        max_open: int = 64,
+    ):
         self.root = root
         self.arrays = arrays
+        self.fields = fields
         self.max_open = max_open
         self._maps: OrderedDict[tuple[str, int], tuple[Any, np.ndarray | None]] = OrderedDict()
+        self._scratch: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
 
     @classmethod
-    def open(cls, url: str, names: tuple[str, ...]) -> LocalShardReader | None:
-        """A reader of arrays ``names`` at ``url``; None where the fast path does not apply."""
+    def open(cls, url: str, fields: Sequence[str] = PIXEL_FIELDS) -> LocalShardReader | None:
+        """A reader of pixel ``fields`` at ``url``; None where the fast path does not apply."""
         if "://" in url and not url.startswith("file://"):
             return None
         root = url.removeprefix("file://")
+        try:
+            with open(os.path.join(root, "zarr.json")) as f:
+                version = json.load(f)["attributes"]["synth"]["format_version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        located = {f: field_location(version, f) for f in fields}
         arrays = {}
-        for name in names:
+        for name in dict.fromkeys(a for a, _ in located.values()):
             try:
                 with open(os.path.join(root, name, "zarr.json")) as f:
                     meta = json.load(f)
@@ -103,18 +155,20 @@ class LocalShardReader:
             shard = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
             if meta["chunk_grid"]["configuration"]["chunk_shape"][1:] != meta["shape"][1:]:
                 return None
-            arrays[name] = {
-                "shard": int(shard),
-                "tail": tuple(meta["shape"][1:]),
-                "fill": int(meta.get("fill_value") or 0),
-                "key_tail": "/0" * (len(meta["shape"]) - 1),
-                "codec": _inner_codec(cfg["codecs"]),
-            }
-        return cls(root, arrays)
+            arrays[name] = _ArrayInfo(
+                shard=int(shard),
+                tail=tuple(meta["shape"][1:]),
+                fill=int(meta.get("fill_value") or 0),
+                key_tail="/0" * (len(meta["shape"]) - 1),
+                codec=_inner_codec(_without_transpose(cfg["codecs"])),
+                order=_order(cfg["codecs"], len(meta["shape"])),
+            )
+        return cls(root, arrays, located)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_maps"] = OrderedDict()
+        state["_scratch"] = {}
         return state
 
     def _shard(self, name: str, shard: int) -> tuple[Any, np.ndarray | None]:
@@ -126,14 +180,14 @@ class LocalShardReader:
             self._maps.move_to_end(key)
             return hit
         info = self.arrays[name]
-        path = os.path.join(self.root, name, "c", str(shard) + info["key_tail"])
+        path = os.path.join(self.root, name, "c", str(shard) + info.key_tail)
         try:
             with open(path, "rb") as f:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:  # a shard of fill values only is never written
             mm, index = None, None
         else:
-            n = info["shard"]
+            n = info.shard
             offset = len(mm) - shard_index_nbytes(n)
             index = np.frombuffer(mm, dtype="<u8", count=2 * n, offset=offset)
             index = index.reshape(n, 2).copy()  # no buffer export: the map can close
@@ -144,28 +198,55 @@ class LocalShardReader:
                 old_mm.close()
         return mm, index
 
-    def read_into(self, name: str, indices: np.ndarray, out: np.ndarray) -> None:
-        """Decode samples ``indices`` of array ``name`` into ``out[0..len)`` (C-contiguous)."""
+    def read_into(self, indices: np.ndarray, outs: Mapping[str, np.ndarray]) -> None:
+        """Decode samples ``indices`` of each field of ``outs`` into ``outs[field][0..len)``.
+
+        Every output is C-contiguous with one sample per row; fields that share an array
+        (``prompt`` and ``query`` of format 3) are decoded once per sample.
+        """
+        by_array: dict[str, list[tuple[np.ndarray, int | None]]] = {}
+        for field, out in outs.items():
+            name, role = self.fields[field]
+            by_array.setdefault(name, []).append((out, role))
+        for name, targets in by_array.items():
+            self._read_array(name, indices, targets)
+
+    def _read_array(
+        self, name: str, indices: np.ndarray, targets: list[tuple[np.ndarray, int | None]]
+    ) -> None:
         info = self.arrays[name]
-        codec = _decoder(info["codec"])
-        S = info["shard"]
+        codec = _decoder(info.codec)
+        S = info.shard
+        direct = not info.transposed and len(targets) == 1 and targets[0][1] is None
+        chunk_out, view = None, None
+        if not direct:
+            chunk_out = self._scratch.get(name)
+            if chunk_out is None:
+                storage = tuple((1, *info.tail)[k] for k in info.order)
+                chunk_out = self._scratch[name] = np.empty(storage, np.uint8)
+            view = chunk_out.transpose(np.argsort(info.order))[0]  # (role, y, x, channel)
         for j, i in enumerate(indices.tolist()):
             mm, index = self._shard(name, i // S)
             entry = index[i % S] if index is not None else None
             if entry is None or entry[0] == SHARD_MISSING:
-                out[j] = info["fill"]
+                for out, _ in targets:
+                    out[j] = info.fill
                 continue
+            dest = targets[0][0][j] if direct else chunk_out
             offset, length = int(entry[0]), int(entry[1])
             # Released at once: an evicted shard's map cannot close while a view of it lives.
             with memoryview(mm)[offset : offset + length] as chunk:
                 if codec is not None:
-                    codec.decode(chunk, out=out[j])
-                elif length == out[j].nbytes:
-                    np.copyto(out[j], np.frombuffer(chunk, np.uint8).reshape(out[j].shape))
+                    codec.decode(chunk, out=dest)
+                elif length == dest.nbytes:
+                    np.copyto(dest, np.frombuffer(chunk, np.uint8).reshape(dest.shape))
                 else:
                     raise ValueError(
-                        f"{self.root}/{name}: sample {i} holds {length} bytes, want {out[j].nbytes}"
+                        f"{self.root}/{name}: sample {i} holds {length} bytes, want {dest.nbytes}"
                     )
+            if not direct:
+                for out, role in targets:
+                    np.copyto(out[j], view if role is None else view[role])
 
 
 def _decoder(kind: str) -> Any:

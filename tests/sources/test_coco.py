@@ -284,9 +284,9 @@ def test_malformed_annotations_are_excluded_and_reported(bad, fx):
         reason = reported[f"instances.json: annotation {aid}"]
         assert fragment in reason and reason.endswith("; fix or drop it")
         assert "\n" not in reason
-    assert source.instance_counts()[:3].tolist() == [3, 2, 2]
+    assert source.instance_counts()[:3].tolist() == [4, 2, 2]  # + the kept duplicate
     kept = {inst.ann_id for i in range(3) for inst in source.load(i).instances}
-    assert kept == set(fx.expected)
+    assert kept == set(fx.expected) | {MALFORMED_CASES["duplicate_id"][0]} == set(bad.expected)
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_CASES))

@@ -3,7 +3,8 @@
 Backgrounds are tinted crops of scikit-image's bundled textures (brick, grass, gravel); the query
 is the prompt plus bright/dark blobs ("blob"), a pasted patch of another texture ("patch"), or
 nothing ("none"). As in real synth stores the mask is exactly the set of pixels where prompt and
-query differ, and the store is written with ``create_store`` + ``write_shard`` only.
+query differ, and the store is written with ``create_store`` + ``write_shard`` only
+(``tests/format2_fixture.py`` writes the same triples as a format 2 store).
 """
 
 from __future__ import annotations
@@ -68,6 +69,38 @@ def make_triple(
     return prompt, query, mask, kind
 
 
+def toy_shard(
+    layout: zs.Layout, shard: int, seed: int, textures: list[np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """The arrays (``prompt`` and ``query`` apart, every ``META_FIELDS`` name) and the record
+    of toy shard ``shard``."""
+    start, stop = layout.shard_range(shard)
+    size = layout.height
+    triples = [make_triple(i, size, seed, textures) for i in range(start, stop)]
+    m = stop - start
+    arrays: dict[str, np.ndarray] = {
+        name: np.full((m, *tail), fill, dtype=dtype)
+        for name, (dtype, tail, fill) in zs.META_FIELDS.items()
+    }
+    arrays["prompt"] = np.stack([t[0] for t in triples])
+    arrays["query"] = np.stack([t[1] for t in triples])
+    arrays["mask"] = np.stack([t[2] for t in triples])
+    arrays["kind"] = np.array([t[3] for t in triples], dtype=np.int8)
+    arrays["seed"] = np.full(m, seed, dtype=np.uint64)
+    arrays["attempt"] = np.zeros(m, dtype=np.int16)
+    arrays["mask_area"] = arrays["mask"].reshape(m, -1).sum(1).astype(np.int32)
+    kinds = {k: int((arrays["kind"] == i).sum()) for i, k in enumerate(KINDS)}
+    record = {
+        "shard": shard,
+        "start": start,
+        "stop": stop,
+        "kinds": {k: v for k, v in kinds.items() if v},
+        "skipped": [],
+        "retries": 0,
+    }
+    return arrays, record
+
+
 def write_toy_store(
     url: str,
     n: int,
@@ -81,19 +114,8 @@ def write_toy_store(
     zs.create_store(url, layout, {"kinds": list(KINDS), "toy": {"seed": seed}})
     textures = load_textures()
     for shard in range(layout.n_shards):
-        start, stop = layout.shard_range(shard)
-        triples = [make_triple(i, size, seed, textures) for i in range(start, stop)]
-        m = stop - start
-        arrays: dict[str, np.ndarray] = {
-            name: np.full((m, *tail), fill, dtype=dtype)
-            for name, (dtype, tail, fill) in zs.META_FIELDS.items()
-        }
-        arrays["prompt"] = np.stack([t[0] for t in triples])
-        arrays["query"] = np.stack([t[1] for t in triples])
-        arrays["mask"] = np.stack([t[2] for t in triples])
-        arrays["kind"] = np.array([t[3] for t in triples], dtype=np.int8)
-        arrays["seed"] = np.full(m, seed, dtype=np.uint64)
-        arrays["attempt"] = np.zeros(m, dtype=np.int16)
-        arrays["mask_area"] = arrays["mask"].reshape(m, -1).sum(1).astype(np.int32)
-        zs.write_shard(url, shard, arrays, {"shard": shard, "start": start, "stop": stop})
+        arrays, record = toy_shard(layout, shard, seed, textures)
+        images = zs.empty_images(len(arrays["mask"]), size, size)
+        images[:, 0], images[:, 1] = arrays.pop("prompt"), arrays.pop("query")
+        zs.write_shard(url, shard, {**arrays, "images": images}, record)
     return layout

@@ -159,24 +159,24 @@ def test_codec_the_direct_reader_lacks_falls_back_to_tensorstore(tmp_path):
 
     url = str(tmp_path / "g.zarr")
     write_toy_store(url, n=12, size=16, shard_size=4)
-    group = zarr.open_group(url, mode="r+")
-    prompt = group["prompt"][:]
+    group = zarr.open_group(url, mode="r+", use_consolidated=False)
+    images = group["images"][:]
     group.create_array(  # portable, but not a codec synth writes
-        "prompt",
-        shape=prompt.shape,
+        "images",
+        shape=images.shape,
         dtype="uint8",
-        chunks=(1, 16, 16, 3),
-        shards=(4, 16, 16, 3),
+        chunks=(1, 2, 16, 16, 3),
+        shards=(4, 2, 16, 16, 3),
         compressors=GzipCodec(level=1),
         fill_value=0,
         overwrite=True,
     )
-    group["prompt"][:] = prompt
+    group["images"][:] = images
     ds = StoreBatches(url, 4, shuffle=False, backend="auto")
     assert ds.fast is None and ds.reader.backend == "tensorstore"
     ds.set_epoch(0)
     got = torch.cat([b["prompt"] for b in ds])
-    assert torch.equal(got, torch.from_numpy(prompt))
+    assert torch.equal(got, torch.from_numpy(images[:, 0]))
     with pytest.raises(ConfigError, match="direct reader needs a local store"):
         StoreBatches(url, 4, backend="direct")
 

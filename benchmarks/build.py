@@ -16,6 +16,10 @@ The defaults make 128 triples from the 64-image subset in shards of 64: two trip
 the proportion of ``manifests/metauas-coco2017.yaml``, so each pool holds as many items as the
 recipe's (``synth/sample.py``: half a shard of images).
 
+Both sides read the same inputs: the annotations synth's index kept, the texture files synth's
+texture source lists (DTD's one folder per class included), and they retry an index with its
+next attempt alike. A path synth cannot use stops the run with synth's one-line error.
+
 Sides alternate (A B A B ...) after one warm-up; medians and min-max are reported, and the
 ratio is the median of the ratios of each synth run to the naive run just before it.
 
@@ -25,7 +29,7 @@ that do them, a few per triple, so the totals stay within noise of unwrapped run
 shows where a triple's time goes and which part the naive side pays too (the edits).
 
     python benchmarks/build.py                       # ../shared/data/coco64 if present
-    python benchmarks/build.py --coco DIR --repeat 5 --json out.json
+    python benchmarks/build.py --coco DIR --textures DTD/images --repeat 5 --json out.json
     python benchmarks/build.py --stages --no-scaling
 """
 
@@ -57,6 +61,7 @@ cv2.setNumThreads(1)  # per-core figures: neither side may spread OpenCV calls o
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synth.errors import SynthError  # noqa: E402
 from synth.manifest import parse_manifest  # noqa: E402
 
 SHARED_COCO = REPO.parent / "shared" / "data" / "coco64"
@@ -151,12 +156,18 @@ def _manifest(
 
 
 def naive_build(manifest, out: Path, indices: range) -> None:
-    """What a researcher writes first: PIL + COCO API + the same edit + three PNGs per triple."""
+    """What a researcher writes first: PIL + COCO API + the same edit + three PNGs per triple.
+
+    It reads what synth reads: the annotations synth's index kept, the texture files synth's
+    texture source lists (DTD's one folder per class included), and it retries an index with
+    the next attempt where synth would (an input that does not fit the edit, or fails to load).
+    """
     from PIL import Image
     from pycocotools.coco import COCO
 
     from synth.edits import EDITS, EditInputs, make_params
     from synth.edits.inpaint import create_inpainter
+    from synth.errors import SkipSample
     from synth.sample import sample_spec
     from synth.sources.base import Instance, SourceImage
 
@@ -164,8 +175,8 @@ def naive_build(manifest, out: Path, indices: range) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(spec_src["ann_file"])
     catalog = _naive_catalog(manifest)
-    src = catalog.images[0]
-    tex_files = sorted(Path(manifest.textures[0].options["root"]).iterdir())
+    src, textures = catalog.images[0], catalog.textures[0]
+    tex_files = [Path(textures.root) / textures.path(i) for i in range(len(textures))]
     H, W = manifest.size
     inpainter = create_inpainter(dict(manifest.inpainter))
 
@@ -176,16 +187,19 @@ def naive_build(manifest, out: Path, indices: range) -> None:
         info = by_name[fn]
         img = Image.open(Path(spec_src["image_root"]) / fn).convert("RGB")
         arr = np.asarray(img.resize((W, H), Image.BILINEAR))
+        lo, hi = src.index.ann_offsets[ref.index], src.index.ann_offsets[ref.index + 1]
+        indexed = set(src.index.ann_ids[lo:hi].tolist())
         insts = []
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=info["id"], iscrowd=False)):
+            if ann["id"] not in indexed:
+                continue
             m = Image.fromarray(coco.annToMask(ann) * 255).resize((W, H), Image.NEAREST)
             mk = np.asarray(m) > 0
             if mk.any():
                 insts.append(Instance(mk, ann["category_id"], ann["id"]))
         return SourceImage(fn, arr, tuple(insts))
 
-    for i in indices:
-        spec = sample_spec(manifest, catalog, i)
+    def make(spec):
         tex = None
         if spec.texture:
             t = Image.open(tex_files[spec.texture.index]).convert("RGB")
@@ -194,12 +208,18 @@ def naive_build(manifest, out: Path, indices: range) -> None:
             load(spec.base), load(spec.donor) if spec.donor else None, tex, inpainter
         )
         rng = np.random.Generator(np.random.PCG64(spec.seed))
-        try:
-            res = EDITS[spec.kind].fn(
-                inputs, rng, make_params(spec.kind, manifest.edits.get(spec.kind))
-            )
-        except Exception:
-            continue
+        params = make_params(spec.kind, manifest.edits.get(spec.kind))
+        return EDITS[spec.kind].fn(inputs, rng, params)
+
+    for i in indices:
+        for attempt in range(manifest.max_attempts):
+            try:
+                res = make(sample_spec(manifest, catalog, i, attempt))
+                break
+            except (SkipSample, OSError):
+                continue
+        else:
+            raise SynthError(f"naive side: sample {i} has no usable inputs")
         Image.fromarray(res.prompt).save(out / f"{i:07d}_prompt.png")
         Image.fromarray(res.query).save(out / f"{i:07d}_query.png")
         Image.fromarray(res.mask * 255).save(out / f"{i:07d}_mask.png")
@@ -370,6 +390,27 @@ def print_stages(runs: list[dict[str, float]], n: int, naive_ms: float) -> dict[
     return table
 
 
+def _inputs(coco: Path | None, textures: Path | None, tmp: Path) -> tuple[Path, Path, Path, str]:
+    """(annotation file, image folder, texture folder, description) of a run.
+
+    ``coco`` defaults to ``../shared/data/coco64`` (else a generated fixture), ``textures`` to
+    ``../shared/data/textures`` (else the fixture's). Both sides then read these through the
+    same source objects; a path synth cannot use is a one-line ``SynthError``.
+    """
+    if coco is None and SHARED_COCO.is_dir():
+        coco = SHARED_COCO
+    if coco is None:
+        ann, img_dir, tex_dir = _fixture(tmp / "fixture")
+        return ann, img_dir, textures or tex_dir, "generated COCO-format fixture (640x480 JPEG)"
+    if not (coco / "images").is_dir():
+        raise SynthError(
+            f"--coco {coco}: no images/ folder; pass a folder holding images/ and "
+            "annotations/instances.json"
+        )
+    tex_dir = textures or SHARED_TEX
+    return coco / "annotations" / "instances.json", coco / "images", tex_dir, f"COCO-format {coco}"
+
+
 def _stats(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -402,18 +443,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
     try:
-        if args.coco is None and SHARED_COCO.is_dir():
-            args.coco = SHARED_COCO
-            args.textures = args.textures or SHARED_TEX
-        if args.coco is not None:
-            ann = args.coco / "annotations" / "instances.json"
-            img_dir, tex_dir = args.coco / "images", args.textures
-            source = f"COCO-format {args.coco}"
-        else:
-            ann, img_dir, tex_dir = _fixture(tmp / "fixture")
-            source = "generated COCO-format fixture (640x480 JPEG)"
+        ann, img_dir, tex_dir, source = _inputs(args.coco, args.textures, tmp)
         n = args.triples
         m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size, args.sampling)
+        _naive_catalog(m)  # synth's own checks of every path, before either side runs
         n_shards = layout_for(m).n_shards
         naive_s, synth_s, stage_runs = [], [], []
         for rep in range(args.repeat + 1):  # rep 0 = warm-up
@@ -527,4 +560,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SynthError as e:  # as the synth command line reports it: one line, status 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

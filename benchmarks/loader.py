@@ -1,27 +1,27 @@
 """Loader throughput: synth store -> uint8 batches vs a PNG-folder Dataset vs the codec limit.
 
-Usage: ``python benchmarks/loader.py [--codec blosc-lz4,zstd-3,none] [--n 512] [--size 256]
-[--workers 1] [--backends direct,tensorstore,zarr] [--json out.json]``
+Usage: ``python benchmarks/loader.py [--data toy|demo|coco] [--codec zstd-3,f2:blosc-lz4-9]
+[--n 512] [--size 256] [--workers 1] [--backends direct,tensorstore,zarr] [--json out.json]``
 
-The same toy triples (tests/train/store_fixture.py) are written as one synth store per
-``--codec`` (default: the store's default codec; ``zstd-3``, ``blosc-lz4-9``, ``none``: name
-and optional level) and once as three PNG files each. Each round then runs one epoch of every
-loader, alternating, after a warm-up epoch: the synth loader of every store (``StoreBatches``
-with the direct reader and the tensorstore and zarr-python backends, one decoder thread per
-worker), the naive loader (a Dataset that opens three PNGs with PIL, default collate) with the
-same worker count, and each store's codec limit (decoding the same chunk bytes with the same
-codec into one batch of reused buffers in a tight loop, one core). Batches are pinned when CUDA
-is present.
+The same triples (``--data``: ``benchmarks/triples.py``; ``coco`` is the MetaUAS recipe on the
+64 real COCO photos of ``../shared/data``) are written as one synth store per ``--codec`` entry
+(a codec name with an optional level; ``f2:`` before it writes a format 2 store, the layout
+synth wrote before format 3, with ``tests/format2_fixture.py``) and once as three PNG files
+each. Each round then runs one epoch of every loader, alternating, after a warm-up epoch: the
+synth loader of every store (``StoreBatches`` with the direct reader and the tensorstore and
+zarr-python backends, one decoder thread per worker), the naive loader (a Dataset that opens
+three PNGs with PIL, default collate) with the same worker count, and each store's codec limit
+(decoding the same chunk bytes with the same codec into one batch of reused buffers in a tight
+loop, one core). Batches are pinned when CUDA is present.
 
 Triples/s per loader core is throughput divided by the worker count; the CPU-time column
 (triples per CPU-second of the worker processes) is steadier on a shared machine. The summary
-line is for the first codec; with several codecs a comparison line precedes it.
+line is for the first store; with several stores a comparison line precedes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -40,18 +40,42 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import triples  # noqa: E402
+from synth import store as zs  # noqa: E402
 from synth.errors import SynthError  # noqa: E402
 from synth.store import DEFAULT_CODEC, Codec, StoreReader  # noqa: E402
 from synth.train.data import StoreBatches, make_loader  # noqa: E402
 
+#: Prefix of a ``--codec`` entry that asks for a format 2 store.
+FORMAT2 = "f2:"
 
-def _fixture():
-    spec = importlib.util.spec_from_file_location(
-        "store_fixture", ROOT / "tests" / "train" / "store_fixture.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+
+def write_store(url: str, data: list[triples.Triple], shard: int, codec: Codec, fmt: int) -> None:
+    """``data`` as a store of format ``fmt`` (2 or 3); kind 0 and no other metadata."""
+    from tests.format2_fixture import create_format2_store, write_format2_shard
+
+    size = data[0][0].shape[0]
+    layout = zs.Layout(len(data), size, size, shard, codec)
+    (create_format2_store if fmt == 2 else zs.create_store)(url, layout, {"kinds": ["a"]})
+    for s in range(layout.n_shards):
+        start, stop = layout.shard_range(s)
+        part = data[start:stop]
+        arrays = {
+            name: np.full((stop - start, *tail), fill, dtype=dtype)
+            for name, (dtype, tail, fill) in zs.META_FIELDS.items()
+        }
+        arrays["kind"][:] = 0
+        arrays["mask"] = np.stack([t[2] for t in part])
+        record = {"shard": s, "start": start, "stop": stop}
+        if fmt == 2:
+            arrays["prompt"] = np.stack([t[0] for t in part])
+            arrays["query"] = np.stack([t[1] for t in part])
+            write_format2_shard(url, s, arrays, record)
+            continue
+        arrays["images"] = zs.empty_images(stop - start, size, size)
+        for j, t in enumerate(part):
+            arrays["images"][j, 0], arrays["images"][j, 1] = t[0], t[1]
+        zs.write_shard(url, s, arrays, record)
 
 
 class PngTriples(Dataset):
@@ -105,25 +129,29 @@ def _epoch(loader, workers: int) -> tuple[float, float, int, float]:
     return dt, cpu, n, peak
 
 
-def parse_codec(text: str) -> Codec:
-    """``zstd``, ``zstd-3``, ``blosc-lz4-9``, ``none``: a codec name, optionally ``-LEVEL``."""
-    name, _, level = text.rpartition("-")
-    if not level.isdigit():
-        name, level = text, ""
+def parse_store(text: str) -> tuple[int, Codec]:
+    """(format, codec) of a ``--codec`` entry: ``zstd-3``, ``none``, ``f2:blosc-lz4-9``..."""
+    fmt = 2 if text.startswith(FORMAT2) else zs.FORMAT_VERSION
     try:
-        return Codec.of(name, int(level) if level.isdigit() else None)
+        return fmt, Codec.parse(text.removeprefix(FORMAT2))
     except SynthError as e:
-        raise SystemExit(f"--codec {text!r}: {e}; write NAME or NAME-LEVEL") from None
+        raise SystemExit(f"--codec {text!r}: {e}; write [f2:]NAME or [f2:]NAME-LEVEL") from None
+
+
+def store_label(fmt: int, codec: Codec) -> str:
+    return f"{FORMAT2 if fmt == 2 else ''}{codec}"
 
 
 def codec_chunks(url: str, batch: int) -> tuple[Codec, list[list[bytes]], list[list[np.ndarray]]]:
-    """The store's codec, every sample's three chunks encoded with it, and one batch of outputs."""
+    """The store's codec, every sample's chunks encoded with it as the store holds them, and
+    one batch of outputs."""
     reader = StoreReader(url)
     codec = reader.layout.codec
     enc = codec.numcodecs()
     data = reader.read_range(0, len(reader), fields=("prompt", "query", "mask"))
+    layout = "separate" if reader.format_version < 3 else "rows"
     arrays = [
-        [np.ascontiguousarray(data[k][i]) for k in ("prompt", "query", "mask")]
+        triples.stored_chunks([data[k][i] for k in ("prompt", "query", "mask")], layout)
         for i in range(len(reader))
     ]
     chunks = [[a.tobytes() if enc is None else enc.encode(a) for a in t] for t in arrays]
@@ -153,7 +181,12 @@ def codec_limit(
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--codec", default=DEFAULT_CODEC, help="comma-separated, e.g. zstd-3,none")
+    ap.add_argument(
+        "--codec",
+        default=f"{Codec.of(DEFAULT_CODEC)},{FORMAT2}blosc-lz4-9",
+        help="comma-separated stores, e.g. zstd-3,none,f2:blosc-lz4-9 (f2: a format 2 store)",
+    )
+    ap.add_argument("--data", choices=triples.DATASETS, default="toy", help="the triples")
     ap.add_argument("--backends", default="direct,tensorstore,zarr", help="synth readers to run")
     ap.add_argument("--n", type=int, default=512, help="triples")
     ap.add_argument("--size", type=int, default=256)
@@ -163,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args(argv)
-    codecs = [parse_codec(c) for c in args.codec.split(",")]
+    stores = [parse_store(c) for c in args.codec.split(",")]
+    labels = [store_label(*fc) for fc in stores]
     backends = args.backends.split(",")
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -171,28 +205,32 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        fixture = _fixture()
+        data = triples.make(args.data, args.n, args.size)
+        if data is None:
+            raise SystemExit(f"--data {args.data}: {triples.SHARED} not found")
+        made = time.perf_counter() - t
         urls, sizes = {}, {}
-        for codec in codecs:
-            urls[str(codec)] = str(Path(tmp) / f"bench-{codec}.zarr")
-            fixture.write_toy_store(urls[str(codec)], args.n, args.size, args.shard, 0, codec=codec)
-            pixels = [Path(urls[str(codec)]) / a for a in ("prompt", "query", "mask")]
-            sizes[str(codec)] = sum(
+        for label, (fmt, codec) in zip(labels, stores, strict=True):
+            urls[label] = str(Path(tmp) / f"bench-{label.replace(':', '-')}.zarr")
+            write_store(urls[label], data, args.shard, codec, fmt)
+            pixels = [Path(urls[label]) / a for a in zs.pixel_arrays(fmt)]
+            sizes[label] = sum(
                 f.stat().st_size for d in pixels for f in d.rglob("*") if f.is_file()
             )
+        del data
         png_root = Path(tmp) / "png"
         png_root.mkdir()
-        write_pngs(urls[str(codecs[0])], png_root)
+        write_pngs(urls[labels[0]], png_root)
         print(
-            f"wrote {args.n} triples {args.size}x{args.size} as {len(codecs)} store(s) and PNGs "
-            f"({time.perf_counter() - t:.1f}s)"
+            f"made {args.n} {args.data} triples {args.size}x{args.size} ({made:.0f}s), wrote "
+            f"{len(stores)} store(s) and PNGs ({time.perf_counter() - t - made:.1f}s)"
         )
 
         loaders = {}
-        for codec in codecs:
+        for label in labels:
             for backend in backends:
-                ds = StoreBatches(urls[str(codec)], args.batch, backend=backend, threads=1, seed=0)
-                loaders[f"synth {codec} ({backend})"] = (
+                ds = StoreBatches(urls[label], args.batch, backend=backend, threads=1, seed=0)
+                loaders[f"synth {label} ({backend})"] = (
                     ds,
                     make_loader(ds, workers=args.workers, device=device),
                 )
@@ -206,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
             multiprocessing_context="forkserver" if args.workers else None,
         )
         loaders["naive PNG + PIL"] = (None, naive)
-        limits = {f"codec limit {c}": codec_chunks(urls[str(c)], args.batch) for c in codecs}
+        limits = {f"codec limit {c}": codec_chunks(urls[c], args.batch) for c in labels}
 
         rows: dict[str, dict[str, list[float]]] = {
             k: {"wall": [], "cpu": [], "rss": []} for k in [*loaders, *limits]
@@ -242,33 +280,35 @@ def main(argv: list[str] | None = None) -> dict:
         )
     naive_r = rows["naive PNG + PIL"]
     per_codec = {}
-    for codec in codecs:
+    for codec in labels:
         ours = rows[f"synth {codec} ({backends[0]})"]
         limit = rows[f"codec limit {codec}"]
-        per_codec[str(codec)] = {
-            "store_mib": sizes[str(codec)] / 2**20,
+        per_codec[codec] = {
+            "store_mib": sizes[codec] / 2**20,
+            "kib_per_triple": sizes[codec] / 1024 / args.n,
             "speedup_vs_naive": med(ours["wall"]) / med(naive_r["wall"]),
             "speedup_vs_naive_cpu": med(ours["cpu"]) / med(naive_r["cpu"]),
             "fraction_of_codec_limit": med(ours["wall"]) / med(limit["wall"]),
             "fraction_of_codec_limit_cpu": med(ours["cpu"]) / med(limit["cpu"]),
         }
         if "tensorstore" in backends and "zarr" in backends:
-            per_codec[str(codec)]["tensorstore_vs_zarr"] = med(
+            per_codec[codec]["tensorstore_vs_zarr"] = med(
                 rows[f"synth {codec} (tensorstore)"]["wall"]
             ) / med(rows[f"synth {codec} (zarr)"]["wall"])
-    first = str(codecs[0])
+    first = labels[0]
     result = {
         "config": vars(args) | {"pinned": pin, "device": str(device)},
         "rows": {k: {m: med(v) for m, v in r.items()} for k, r in rows.items()},
         "codecs": per_codec,
         **per_codec[first],
     }
-    if len(codecs) > 1:
+    if len(labels) > 1:
         print(
-            f"\nby codec ({backends[0]} reader vs naive, store size of the pixel arrays): "
+            f"\nby store ({backends[0]} reader vs naive, store size of the pixel arrays): "
             + "; ".join(
                 f"{c} {v['speedup_vs_naive']:.1f}x naive, "
-                f"{100 * v['fraction_of_codec_limit']:.0f}% of its limit, {v['store_mib']:.1f} MiB"
+                f"{100 * v['fraction_of_codec_limit']:.0f}% of its limit, "
+                f"{v['kib_per_triple']:.0f} KiB/triple"
                 for c, v in per_codec.items()
             )
         )
@@ -280,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
         else ""
     )
     print(
-        f"\nloader: {med(ours['wall']):.0f} triples/s/core at {args.size}px with {first} "
+        f"\nloader: {med(ours['wall']):.0f} triples/s/core at {args.size}px {args.data} "
+        f"triples with {first} "
         f"({backends[0]} reader, {'pinned' if pin else 'unpinned: no CUDA'}), "
         f"{r['speedup_vs_naive']:.1f}x naive PNG loader, "
         f"{100 * r['fraction_of_codec_limit']:.0f}% of the {first} codec limit{ts_vs_zarr} "

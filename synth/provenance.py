@@ -44,6 +44,7 @@ BYTE_PACKAGES = (
     "zarr",
     "numcodecs",
     "google-crc32c",
+    "patchmatch-cython",
 )
 
 

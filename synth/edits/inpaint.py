@@ -7,6 +7,7 @@ path never pays for them.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -103,10 +104,64 @@ class OpenCVInpainter:
         )
 
 
+class PatchMatchInpainter:
+    """Exemplar fill (PatchMatch, Barnes et al. 2009) from the ``patchmatch-cython`` package.
+
+    OpenCV's diffusion methods leave smooth smears in large holes: a cue a change model can
+    learn in place of the change itself. PatchMatch copies real patches of the same image into
+    the hole, coarse to fine, so the fill carries the surrounding texture. It costs about
+    0.1-0.9 s per hole at 256x256 (1-33% of the image) against milliseconds for Telea.
+
+    The package's random search is seeded from a hash of the image and the hole, so the same
+    inputs give the same bytes with no generator to thread through the edit; pixels outside
+    the hole are never changed.
+
+    Args:
+        patch_size: side of the compared patches in pixels (odd).
+        em_loops: expectation-maximisation loops per pyramid level.
+    """
+
+    def __init__(self, patch_size: int = 7, em_loops: int = 1) -> None:
+        if int(patch_size) < 3 or int(patch_size) % 2 == 0:
+            raise ConfigError(f"inpainter.patch_size: use an odd size >= 3, got {patch_size}")
+        if int(em_loops) < 1:
+            raise ConfigError(f"inpainter.em_loops: must be >= 1, got {em_loops}")
+        self.patch_size = int(patch_size)
+        self.em_loops = int(em_loops)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Return a new image with ``mask`` (HxW bool) filled by patches of ``image``."""
+        try:
+            import patchmatch_cython
+        except ImportError:
+            raise ConfigError(
+                "inpainter.kind patchmatch needs the patchmatch-cython package: "
+                "pip install patchmatch-cython (or pip install 'synth[patchmatch]')"
+            ) from None
+        hole = np.ascontiguousarray(mask != 0)
+        if not hole.any():
+            return image.copy()
+        seed = zlib.crc32(hole.tobytes(), zlib.crc32(np.ascontiguousarray(image).tobytes()))
+        filled = patchmatch_cython.inpaint_pyramid(
+            np.ascontiguousarray(image),
+            hole,
+            patch_size=self.patch_size,
+            seed=seed & 0x7FFFFFFF,
+            em_loops=self.em_loops,
+        )
+        out = image.copy()
+        out[hole] = filled[hole]
+        return out
+
+    def __repr__(self) -> str:
+        return f"PatchMatchInpainter(patch_size={self.patch_size}, em_loops={self.em_loops})"
+
+
 #: kind -> constructor taking the spec's remaining keys as keyword arguments. The learned
 #: backends import torch / onnxruntime only when they first run (``inpaint_torch.py``).
 INPAINTERS: dict[str, Callable[..., Inpainter]] = {
     "opencv": OpenCVInpainter,
+    "patchmatch": PatchMatchInpainter,
     "torchscript": TorchScriptInpainter,
     "onnx": OnnxInpainter,
 }

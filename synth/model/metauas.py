@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from synth.errors import ConfigError
-from synth.model.align import ALIGNMENTS, build_align
+from synth.model.align import ALIGN_INITS, ALIGNMENTS, build_align
 from synth.model.decoder import UNetDecoder
 from synth.model.encoder import FrozenEncoder
 
@@ -27,6 +27,9 @@ class ModelConfig:
             prompt; shallower levels pass query features only, as skips.
         decoder_channels: output channels of the decoder blocks, deepest first. When the
             encoder has fewer levels than entries, the first ones are used.
+        align_init: how soft alignment starts (``synth.model.align.SoftAlign``): ``matching``
+            (each query position attends to similar prompt features from step 0) or
+            ``random`` (PyTorch's default init).
     """
 
     encoder: str = "efficientnet_b4"
@@ -34,10 +37,15 @@ class ModelConfig:
     align: str = "soft"
     align_levels: int = 3
     decoder_channels: tuple[int, ...] = field(default=(256, 128, 64, 64, 48))
+    align_init: str = "matching"
 
     def __post_init__(self) -> None:
         if self.align not in ALIGNMENTS:
             raise ConfigError(f"align {self.align!r}: use one of {', '.join(ALIGNMENTS)}")
+        if self.align_init not in ALIGN_INITS:
+            raise ConfigError(
+                f"align_init {self.align_init!r}: use one of {', '.join(ALIGN_INITS)}"
+            )
         if self.size < 32:
             raise ConfigError(f"size {self.size}: use at least 32 pixels")
         if self.align_levels < 1:
@@ -63,21 +71,13 @@ class MetaUAS(nn.Module):
 
     Args:
         config: the architecture.
-        pretrained: let timm download the encoder's pretrained weights.
-        encoder_weights: local weights file for the encoder (full timm model state dict).
+        encoder_weights: the encoder's weights spec (``synth.model.weights``): ``random``
+            (the default: a checkpoint brings its own), ``auto``, ``pypi``, ``hub`` or a path.
     """
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        *,
-        pretrained: bool = False,
-        encoder_weights: str | None = None,
-    ):
+    def __init__(self, config: ModelConfig, *, encoder_weights: str = "random"):
         super().__init__()
-        self.encoder = FrozenEncoder(
-            config.encoder, pretrained=pretrained, weights_path=encoder_weights
-        )
+        self.encoder = FrozenEncoder(config.encoder, weights=encoder_weights)
         chans = self.encoder.channels
         n = len(chans)
         if len(config.decoder_channels) < n:
@@ -91,7 +91,7 @@ class MetaUAS(nn.Module):
         )
         self.fused = list(range(n - levels, n))
         self.align = nn.ModuleDict(
-            {str(i): build_align(config.align, chans[i]) for i in self.fused}
+            {str(i): build_align(config.align, chans[i], config.align_init) for i in self.fused}
         )
         fused_chans = [c * 2 if i in self.fused else c for i, c in enumerate(chans)]
         self.decoder = UNetDecoder(fused_chans, list(self.config.decoder_channels))
@@ -117,7 +117,7 @@ class MetaUAS(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Global descriptor (B, D): the average-pooled deepest encoder feature."""
-        return self.encoder(images)[-1].float().mean(dim=(2, 3))
+        return self.encoder.embed(images)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

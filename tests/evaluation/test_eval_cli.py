@@ -105,3 +105,54 @@ def test_eval_nearest_on_folder_layout(monkeypatch, fake_predictor, folder_tree)
     assert r.exit_code == 0, r.output
     assert "prompts: nearest — nearest (1 run)" in r.stdout
     assert "evaluated at 40x48 (model input 32x32)" in r.stdout
+
+
+def test_eval_baseline_feature_distance_runs_the_protocol(mvtec_tree, tmp_path):
+    """The training-free floor goes through the same protocol, metrics and table."""
+    out = tmp_path / "out"
+    args = ["eval", "--baseline", "feature-distance", "--encoder", "tf_efficientnet_lite0"]
+    args += ["--data", str(mvtec_tree), "--size", "64", "--prompt-seed", "1,2,3"]
+    args += ["--device", "cpu", "--no-progress", "--out", str(out), "--levels", "2,3"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "| **mean** |" in r.stdout and "(model input 64x64)" in r.stdout
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["config"]["baseline"] == "feature-distance" and doc["config"]["levels"] == [2, 3]
+    # the fixture's defects are bright squares on smooth backgrounds: the floor finds them
+    assert doc["summary"]["mean"]["P-ROC"]["mean"] > 0.8
+
+
+def test_eval_needs_exactly_one_of_checkpoint_and_baseline(mvtec_tree):
+    for extra in ([], ["--checkpoint", "m", "--baseline", "feature-distance"]):
+        r = CliRunner().invoke(main, ["eval", "--data", str(mvtec_tree), *extra])
+        assert r.exit_code == 2 and "give --checkpoint or --baseline" in r.stderr
+    r = CliRunner().invoke(
+        main,
+        ["eval", "--baseline", "feature-distance", "--encoder", "resnet18"]
+        + ["--data", str(mvtec_tree), "--size", "64"],
+    )
+    assert r.exit_code == 2 and "no pretrained weights for resnet18" in r.stderr
+    r = CliRunner().invoke(
+        main,
+        ["eval", "--baseline", "feature-distance", "--select-encoder", "tf_efficientnet_lite0"]
+        + ["--data", str(mvtec_tree), "--size", "64"],
+    )
+    assert r.exit_code == 2 and "--prompt-select nearest" in r.stderr
+
+
+def test_nearest_prompts_with_another_encoder(monkeypatch, fake_predictor, mvtec_tree, tmp_path):
+    _patch(monkeypatch, fake_predictor)
+    out = tmp_path / "out"
+    args = ["eval", "--checkpoint", "m", "--data", str(mvtec_tree), "--prompt-select", "nearest"]
+    args += ["--select-encoder", "tf_efficientnet_lite0", "--out", str(out), "--no-progress"]
+    r = CliRunner().invoke(main, [*args, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["config"]["select_encoder"] == "tf_efficientnet_lite0"
+    # the fixture's training images differ by brightness: the pretrained encoder's nearest
+    # prompt is a training image of the query's own category
+    import csv
+
+    with open(out / "eval_images.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(f"/{row['category']}/train/" in row["prompt"] for row in rows)

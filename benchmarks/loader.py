@@ -1,6 +1,6 @@
 """Loader throughput: synth store -> uint8 batches vs a PNG-folder Dataset vs the codec limit.
 
-Usage: ``python benchmarks/loader.py [--data toy|demo|coco] [--codec zstd-3,f2:blosc-lz4-9]
+Usage: ``python benchmarks/loader.py [--data toy|demo|coco] [--codec zstd-2,f2:blosc-lz4-9]
 [--n 512] [--size 256] [--workers 1] [--backends direct,tensorstore,zarr] [--json out.json]``
 
 The same triples (``--data``: ``benchmarks/triples.py``; ``coco`` is the MetaUAS recipe on the

@@ -92,12 +92,13 @@ SHARD_INDEX_ENTRY_NBYTES = 16
 SHARD_CHECKSUM_NBYTES = 4
 
 #: Lossless chunk codecs a store may use: name -> (lowest level, highest level, default level).
-#: ``zstd`` is the default: on real photos its format-3 store is about half the bytes of a
-#: format-2 lz4 store and the loader still decodes well over 1,000 triples/s per core;
-#: ``blosc-lz4`` decodes faster for 1.1x the bytes (``docs/store-format.md``).
+#: ``zstd`` at level 2 is the default: on real photos its format-3 store holds 1.95x fewer bytes
+#: than a format-2 lz4 store, the loader still decodes over 3,000 triples/s per core, and it
+#: encodes in half of level 3's time for 2% more bytes; ``blosc-lz4`` decodes 3x faster for
+#: 1.1x the bytes (``docs/store-format.md``, ``benchmarks/codecs.py``).
 CODECS: dict[str, tuple[int, int, int]] = {
     "blosc-lz4": (1, 9, 9),
-    "zstd": (0, 22, 3),
+    "zstd": (0, 22, 2),
     "none": (0, 0, 0),
 }
 DEFAULT_CODEC = "zstd"

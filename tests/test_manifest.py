@@ -64,7 +64,7 @@ def test_bad_manifests_name_field_and_fix(patch, message):
 def test_codec_choice_defaults_and_old_spelling():
     assert parse_manifest(_base(), base_dir=None).codec == Codec.of(DEFAULT_CODEC)
     for codec, want in [
-        ({"name": "zstd"}, Codec("zstd", 3)),
+        ({"name": "zstd"}, Codec("zstd", 2)),
         ({"name": "blosc-lz4", "level": 5}, Codec("blosc-lz4", 5)),
         ({"name": "none"}, Codec("none", 0)),
         ({"zstd_level": 7}, Codec("zstd", 7)),  # format-1 manifests keep their meaning

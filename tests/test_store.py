@@ -259,7 +259,7 @@ def test_write_shard_refuses_a_format_2_store(tmp_path):
 
 def test_codec_names_and_levels_are_checked():
     assert zs.Layout(n=1, height=8, width=8, shard_size=1).codec == zs.Codec.of(zs.DEFAULT_CODEC)
-    assert zs.Codec.of("zstd") == zs.Codec("zstd", 3) and str(zs.Codec.of("none")) == "none"
+    assert zs.Codec.of("zstd") == zs.Codec("zstd", 2) and str(zs.Codec.of("none")) == "none"
     with pytest.raises(SynthError, match="codec 'lz5': use one of blosc-lz4, zstd, none"):
         zs.Codec("lz5", 1)
     with pytest.raises(SynthError, match=r"codec blosc-lz4 level 0: outside 1..9"):
@@ -496,6 +496,7 @@ def test_a_record_too_long_for_its_row_keeps_exact_counts():
 
 def test_codec_parse():
     assert zs.Codec.parse("zstd-3") == zs.Codec("zstd", 3)
+    assert zs.Codec.parse("zstd") == zs.Codec() == zs.Codec("zstd", 2)
     assert zs.Codec.parse("blosc-lz4") == zs.Codec("blosc-lz4", 9)
     assert zs.Codec.parse("none") == zs.Codec("none", 0)
     with pytest.raises(SynthError, match="codec 'lz5'"):

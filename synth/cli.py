@@ -434,6 +434,9 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--translate", default=0.2, show_default=True, help="Max prompt shift.")
 @click.option("--scale", default="0.8,1.5", show_default=True, help="Prompt zoom range.")
 @click.option("--perspective", default=0.0, show_default=True, help="Corner jitter.")
+@click.option(
+    "--elastic", default=0.0, show_default=True, help="Max local flow of the prompt (fraction)."
+)
 @click.option("--jitter", default=0.1, show_default=True, help="Colour jitter strength.")
 @click.option("--swap-p", default=0.5, show_default=True, help="P(prompt/query swap).")
 @click.option("--swap-kinds", default="", help="Kinds allowed to swap (default: all).")
@@ -449,6 +452,7 @@ def train_cmd(store: str, **kw) -> None:
         translate=kw.pop("translate"),
         scale=_floats(kw.pop("scale")),
         perspective=kw.pop("perspective"),
+        elastic=kw.pop("elastic"),
         jitter=kw.pop("jitter"),
         swap_p=kw.pop("swap_p"),
         swap_kinds=tuple(k for k in kw.pop("swap_kinds").split(",") if k),

@@ -9,8 +9,9 @@ Parameters are sampled first (``sample_params``) and then applied deterministica
 2. **shared dihedral transform**: one random horizontal flip, vertical flip and transpose
    (square inputs) applied to prompt, query and mask alike.
 3. **prompt misalignment**: only the *prompt* is warped (rotation, translation, scale, optional
-   perspective), never the query or the mask: the mask stays in query coordinates and the model
-   must learn that misregistration is not a change. Outside the source the warp reflects.
+   perspective and an optional smooth local flow), never the query or the mask: the mask stays
+   in query coordinates and the model must learn that misregistration is not a change. Outside
+   the source the warp reflects.
 4. **photometric jitter**: brightness, contrast, saturation and hue, drawn per view, so colour
    differences between prompt and query are also nuisances.
 """
@@ -35,6 +36,9 @@ _CONSTANTS = {
     "corners": torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]),
 }
 _DEVICE_CONSTANTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+#: Control points per side of the elastic flow: 4 gives blobs of about a third of the image
+#: that move against each other.
+ELASTIC_LATTICE = 4
 
 
 def _const(name: str, device: torch.device) -> torch.Tensor:
@@ -55,6 +59,8 @@ class AugParams:
         hflip, vflip, transpose: (B,) the shared dihedral transform.
         warp: (B, 3, 3) homography taking prompt coordinates to query coordinates, in
             normalised [-1, 1] image coordinates (identity where the prompt is not warped).
+        flow: (B, 2, k, k) displacement (normalised units) added to the prompt's sampling grid,
+            upsampled bicubically from a k x k lattice; None without ``elastic``.
         color: (2, B, 4) brightness, contrast, saturation factors and hue shift (fraction of the
             hue circle) of the prompt [0] and the query [1].
     """
@@ -65,6 +71,7 @@ class AugParams:
     transpose: torch.Tensor
     warp: torch.Tensor
     color: torch.Tensor
+    flow: torch.Tensor | None = None
 
 
 def batch_to_float(
@@ -165,15 +172,23 @@ def sample_params(
             for _ in range(2)
         ]
     )
-    return AugParams(swap, hflip, vflip, transpose, warp, color)
+    flow = None
+    if cfg.elastic > 0:  # drawn last, and only when asked: other settings replay as before
+        k = ELASTIC_LATTICE
+        flow = _uniform(2 * k * k * n, -2 * cfg.elastic, 2 * cfg.elastic, g, dev).view(n, 2, k, k)
+        flow = flow * warped.view(n, 1, 1, 1)
+    return AugParams(swap, hflip, vflip, transpose, warp, color, flow)
 
 
 def _select(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(cond.view(-1, 1, 1, 1), a, b)
 
 
-def warp_images(images: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
-    """Warp (B, C, H, W) by homographies (B, 3, 3) in normalised coordinates (source -> output)."""
+def warp_images(
+    images: torch.Tensor, warp: torch.Tensor, flow: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Warp (B, C, H, W) by homographies (B, 3, 3) in normalised coordinates (source -> output),
+    then displace the sampling grid by ``flow`` (B, 2, k, k) upsampled to (H, W)."""
     B, _, H, W = images.shape
     dev = images.device
     ys = (torch.arange(H, device=dev, dtype=torch.float32) * 2 + 1) / H - 1
@@ -182,6 +197,9 @@ def warp_images(images: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
     out = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, H * W, 3)
     src = out @ torch.linalg.inv_ex(warp)[0].transpose(1, 2)
     grid = (src[..., :2] / src[..., 2:].clamp(min=1e-6)).view(B, H, W, 2)
+    if flow is not None:
+        dense = F.interpolate(flow, (H, W), mode="bicubic", align_corners=True)
+        grid = grid + dense.permute(0, 2, 3, 1)
     warped = F.grid_sample(
         images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
@@ -222,7 +240,7 @@ def apply_params(
             x = _select(params.transpose, x.transpose(-1, -2), x)
         out.append(x)
     prompt, query, mask = out
-    prompt = warp_images(prompt, params.warp)
+    prompt = warp_images(prompt, params.warp, params.flow)
     prompt = color_jitter(prompt, params.color[0])
     query = color_jitter(query, params.color[1])
     return prompt, query, mask.contiguous(memory_format=torch.channels_last)

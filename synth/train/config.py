@@ -29,6 +29,10 @@ class AugConfig:
         scale: (min, max) zoom of the prompt.
         perspective: maximum corner displacement of an extra perspective warp, as a fraction
             of the size (0 disables it).
+        elastic: maximum local displacement of a smooth random flow added to the prompt's warp,
+            as a fraction of the size (0 disables it). A homography moves the whole image at
+            once; the flow moves parts of it against each other, like an object that hangs at
+            another angle in front of a fixed background, which must not count as a change.
         jitter: brightness/contrast/saturation/hue strength, drawn per view independently.
         swap_p: probability of exchanging prompt and query (appearance <-> disappearance).
         swap_kinds: edit kinds for which the swap is allowed; empty means every kind. In synth
@@ -43,6 +47,7 @@ class AugConfig:
     translate: float = 0.2
     scale: tuple[float, float] = (0.8, 1.5)
     perspective: float = 0.0
+    elastic: float = 0.0
     jitter: float = 0.1
     swap_p: float = 0.5
     swap_kinds: tuple[str, ...] = ()
@@ -57,6 +62,10 @@ class AugConfig:
             raise ConfigError(f"aug.scale {self.scale}: use 0 < min <= max, e.g. 0.8,1.5")
         if not 0.0 <= self.perspective < 0.5 or not 0.0 <= self.translate <= 1.0:
             raise ConfigError("aug.perspective must be in [0, 0.5) and aug.translate in [0, 1]")
+        if not 0.0 <= self.elastic <= 0.25:
+            raise ConfigError(
+                f"aug.elastic {self.elastic}: use a fraction of the size in [0, 0.25]"
+            )
         if not 0.0 <= self.jitter <= 0.5:
             raise ConfigError(f"aug.jitter {self.jitter}: use a strength in [0, 0.5]")
 

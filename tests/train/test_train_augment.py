@@ -124,3 +124,35 @@ def test_augment_is_replayable_from_the_generator_state():
     g.set_state(state)
     b = augment(p, q, m, batch["kind"], AugConfig(perspective=0.1), allowed, g)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_elastic_flow_moves_parts_of_the_prompt_against_each_other():
+    """The flow displaces the prompt by different amounts in different places (a homography
+    cannot), leaves query and mask alone, and without ``elastic`` nothing is drawn for it, so
+    existing settings replay the same augmentation."""
+    batch = _pattern_batch(n=8, size=64)
+    p, q, m = batch_to_float(batch, 64)
+    kinds, allowed = batch["kind"], torch.ones(3, dtype=torch.bool)
+    plain = AugConfig(
+        misalign_p=1.0,
+        rotate=0.0,
+        translate=0.0,
+        scale=(1.0, 1.0),
+        jitter=0.0,
+        swap_p=0.0,
+        flip=False,
+    )
+    elastic = dataclasses.replace(plain, elastic=0.1)
+    a = sample_params(8, plain, kinds, allowed, torch.Generator().manual_seed(3))
+    b = sample_params(8, elastic, kinds, allowed, torch.Generator().manual_seed(3))
+    assert a.flow is None and b.flow is not None and b.flow.shape == (8, 2, 4, 4)
+    assert torch.equal(a.warp, b.warp) and torch.equal(a.color, b.color)
+    assert b.flow.abs().max() <= 0.2 + 1e-6  # 0.1 of the size = 0.2 normalised units
+    p1, q1, m1 = apply_params(p, q, m, a)
+    p2, q2, m2 = apply_params(p, q, m, b)
+    assert torch.allclose(p1, p, atol=1e-5)  # identity warp, no flow
+    assert torch.equal(q2, q1) and torch.equal(m2, m1)
+    # the prompt is a gradient in x (red) and y (green): the local shift is readable from it
+    shift = (p2[:, 0] - p[:, 0]) * 255 / 4  # pixels along x
+    per_image_spread = shift[:, 8:-8, 8:-8].flatten(1)
+    assert (per_image_spread.amax(1) - per_image_spread.amin(1) > 2).all()

@@ -77,12 +77,7 @@ def timed_step(model, optimizer, batches, config, gen, bf16: bool) -> dict[str, 
     with ctx:
         feats = model.encoder(torch.cat([prompt, query]))
         t["encoder"] = time.perf_counter()
-        fused = []
-        for i, f in enumerate(feats):
-            p, q = f[:B], f[B:]
-            if str(i) in model.align:
-                q = torch.cat([q, model.align[str(i)](q, p)], dim=1)
-            fused.append(q)
+        fused = model.fuse(feats, B)
         t["align"] = time.perf_counter()
         logits = model.decoder(fused, tuple(query.shape[-2:]))
         t["decoder"] = time.perf_counter()

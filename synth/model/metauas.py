@@ -107,13 +107,18 @@ class MetaUAS(nn.Module):
         """
         B = query.shape[0]
         feats = self.encoder(torch.cat([prompt, query], dim=0))
+        return self.decoder(self.fuse(feats, B), tuple(query.shape[-2:]))
+
+    def fuse(self, features: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+        """Per level, the query's features (the second ``batch`` rows), concatenated with the
+        aligned prompt features (the first ``batch`` rows) where the level is aligned."""
         fused = []
-        for i, f in enumerate(feats):
-            p, q = f[:B], f[B:]
+        for i, f in enumerate(features):
+            p, q = f[:batch], f[batch:]
             if str(i) in self.align:
                 q = torch.cat([q, self.align[str(i)](q, p)], dim=1)
             fused.append(q)
-        return self.decoder(fused, tuple(query.shape[-2:]))
+        return fused
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Global descriptor (B, D): the average-pooled deepest encoder feature."""

@@ -67,12 +67,12 @@ def test_one_tiny_run_prints_floor_untrained_and_trained(bench, tmp_path, capsys
         assert cv2.imwrite(str(textures / f"{name}.png"), getattr(data, name)())
     anomaly = make_mvtec(tmp_path / "anomaly")
     out = tmp_path / "learning.json"
-    args = ["--coco", str(coco), "--textures", str(textures), "--data", str(anomaly)]
-    args += ["--n", "32", "--build-size", "64", "--size", "32", "--batch", "4", "--steps", "3"]
-    args += ["--warmup", "1", "--eval-size", "32", "--device", "cpu", "--json", str(out)]
-    args += ["--curve-every", "2", "--maps", str(tmp_path / "maps.png")]
-    args += ["--mix", "local_texture=1,exchange=1", "--workdir", str(tmp_path / "work")]
-    result = bench.main(args)
+    base = ["--coco", str(coco), "--textures", str(textures), "--data", str(anomaly)]
+    base += ["--n", "32", "--build-size", "64", "--size", "32", "--batch", "4", "--warmup", "1"]
+    base += ["--eval-size", "32", "--device", "cpu", "--workdir", str(tmp_path / "work")]
+    base += ["--mix", "local_texture=1,exchange=1"]
+    args = [*base, "--steps", "3", "--curve-every", "2", "--json", str(out)]
+    result = bench.main([*args, "--maps", str(tmp_path / "maps.png")])
     table = capsys.readouterr().out
     for row in ("floor (feature distance)", "untrained (step 0)", "trained (3 steps)"):
         assert f"| bottle | {row} |" in table and f"| **mean** | {row} |" in table
@@ -95,6 +95,13 @@ def test_one_tiny_run_prints_floor_untrained_and_trained(bench, tmp_path, capsys
     assert "| step | mean P-ROC |" in table and "| 2 |" in table
     # 3 anomalous images of each of 2 categories, 6 tiles of 32 px, under a 20 px header
     assert cv2.imread(str(tmp_path / "maps.png")).shape == (20 + 6 * 32, 6 * 32, 3)
+
+    # a budget in minutes: steps from a timed probe of the same config; the store is reused
+    again = bench.main([*base, "--minutes", "0.05"])
+    assert again["manifest"] == doc["manifest"] and again["timings"]["build_s"] < 30
+    steps = again["train_config"]["max_steps"]
+    assert steps >= 1 and again["train_config"]["schedule_steps"] == steps
+    assert f"trained ({steps} steps)" in again["rows"]
 
 
 def test_missing_inputs_are_one_line_errors(bench, tmp_path):

@@ -435,7 +435,7 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--scale", default="0.8,1.5", show_default=True, help="Prompt zoom range.")
 @click.option("--perspective", default=0.0, show_default=True, help="Corner jitter.")
 @click.option(
-    "--elastic", default=0.0, show_default=True, help="Max local flow of the prompt (fraction)."
+    "--elastic", default=0.1, show_default=True, help="Max local flow of the prompt (fraction)."
 )
 @click.option("--jitter", default=0.1, show_default=True, help="Colour jitter strength.")
 @click.option("--swap-p", default=0.5, show_default=True, help="P(prompt/query swap).")

@@ -141,6 +141,7 @@ def test_elastic_flow_moves_parts_of_the_prompt_against_each_other():
         jitter=0.0,
         swap_p=0.0,
         flip=False,
+        elastic=0.0,
     )
     elastic = dataclasses.replace(plain, elastic=0.1)
     a = sample_params(8, plain, kinds, allowed, torch.Generator().manual_seed(3))

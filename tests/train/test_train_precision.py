@@ -71,6 +71,14 @@ def test_configs_written_before_weights_specs_still_load():
     assert TrainConfig("s", "o").encoder_weights == "auto"
 
 
+def test_configs_saved_before_the_elastic_flow_resume_without_it():
+    saved = TrainConfig("s", "o").to_dict()
+    assert saved["aug"].pop("elastic") == 0.1  # today's default
+    assert TrainConfig.from_dict(saved).aug.elastic == 0.0
+    partial = {"store": "s", "out": "o", "aug": {"rotate": 5}}  # written by hand: defaults
+    assert TrainConfig.from_dict(partial).aug.elastic == 0.1
+
+
 def test_schedule_steps_makes_a_fixed_budget_a_whole_cosine(small_store, tmp_path):
     def lrs(out, **kw):
         cfg = TrainConfig(

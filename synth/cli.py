@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from synth.errors import SynthError
+from synth.train.config import LOSSES, SCHEDULES, AugConfig, TrainConfig
 
 
 class _Group(click.Group):
@@ -372,78 +373,137 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
         raise ConfigError(f"--levels {text!r}: expected integers like 1,2,3") from None
 
 
+def _commas(values: tuple) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
 
+#: ``synth train``'s defaults are read from ``TrainConfig`` and ``AugConfig`` (plain data, no
+#: torch), so the command and the config a script builds can never disagree.
 @main.command("train")
 @click.argument("store")
 @click.option("--out", "-o", required=True, help="Output folder: checkpoints, metrics, config.")
 @click.option("--val-store", default=None, help="Separate validation store.")
-@click.option("--val-fraction", default=0.0, show_default=True, help="Hold out this tail.")
-@click.option("--encoder", default="efficientnet_b4", show_default=True, help="timm name.")
+@click.option(
+    "--val-fraction",
+    default=TrainConfig.val_fraction,
+    show_default=True,
+    help="Hold out this tail.",
+)
+@click.option("--encoder", default=TrainConfig.encoder, show_default=True, help="timm name.")
 @_encoder_weights
-@click.option("--size", default=256, show_default=True, help="Input resolution.")
-@click.option("--align", type=click.Choice(["soft", "hard", "none"]), default="soft")
-@click.option("--align-levels", default=3, show_default=True, help="Deepest levels aligned.")
+@click.option("--size", default=TrainConfig.size, show_default=True, help="Input resolution.")
+@click.option("--align", type=click.Choice(["soft", "hard", "none"]), default=TrainConfig.align)
+@click.option(
+    "--align-levels",
+    default=TrainConfig.align_levels,
+    show_default=True,
+    help="Deepest levels aligned.",
+)
 @click.option(
     "--align-init",
     type=click.Choice(["matching", "random"]),
-    default="matching",
+    default=TrainConfig.align_init,
     show_default=True,
     help="Soft alignment starts as feature matching, or at PyTorch's random init.",
 )
-@click.option("--decoder-channels", default="256,128,64,64,48", show_default=True)
-@click.option("--batch-size", default=128, show_default=True, help="Per process.")
-@click.option("--epochs", default=30, show_default=True)
-@click.option("--max-steps", default=0, help="Stop after this many steps (0: all epochs).")
-@click.option("--lr", default=1e-4, show_default=True)
-@click.option("--weight-decay", default=5e-4, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine")
 @click.option(
-    "--schedule-steps", default=0, show_default=True, help="Steps the lr schedule spans (0: all)."
+    "--decoder-channels", default=_commas(TrainConfig.decoder_channels), show_default=True
 )
-@click.option("--warmup-steps", default=0, show_default=True)
-@click.option("--loss", type=click.Choice(["bce", "dice", "focal", "bce+dice"]), default="bce")
-@click.option("--grad-accum", default=1, show_default=True, help="Batches per optimizer step.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cuda or cpu.")
-@click.option("--workers", default=4, show_default=True, help="Loader processes per GPU.")
-@click.option("--shuffle-shards", default=4, show_default=True, help="Shuffle buffer, shards.")
 @click.option(
-    "--reader", type=click.Choice(["auto", "direct", "tensorstore", "zarr"]), default="auto"
+    "--batch-size", default=TrainConfig.batch_size, show_default=True, help="Per process."
+)
+@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
+@click.option(
+    "--max-steps", default=TrainConfig.max_steps, help="Stop after this many steps (0: all epochs)."
+)
+@click.option("--lr", default=TrainConfig.lr, show_default=True)
+@click.option("--weight-decay", default=TrainConfig.weight_decay, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=TrainConfig.schedule)
+@click.option(
+    "--schedule-steps",
+    default=TrainConfig.schedule_steps,
+    show_default=True,
+    help="Steps the lr schedule spans (0: all).",
+)
+@click.option("--warmup-steps", default=TrainConfig.warmup_steps, show_default=True)
+@click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss)
+@click.option(
+    "--grad-accum",
+    default=TrainConfig.grad_accum,
+    show_default=True,
+    help="Batches per optimizer step.",
+)
+@click.option("--seed", default=TrainConfig.seed, show_default=True)
+@click.option("--device", default=TrainConfig.device, show_default=True, help="auto, cuda or cpu.")
+@click.option(
+    "--workers", default=TrainConfig.workers, show_default=True, help="Loader processes per GPU."
+)
+@click.option(
+    "--shuffle-shards",
+    default=TrainConfig.shuffle_shards,
+    show_default=True,
+    help="Shuffle buffer, shards.",
+)
+@click.option(
+    "--reader",
+    type=click.Choice(["auto", "direct", "tensorstore", "zarr"]),
+    default=TrainConfig.reader_backend,
 )
 @_storage_option
-@click.option("--val-every", default=0, help="Validate every N steps (0: each epoch).")
-@click.option("--ckpt-every", default=0, help="Checkpoint every N steps (0: each epoch).")
-@click.option("--log-every", default=10, show_default=True)
+@click.option(
+    "--val-every", default=TrainConfig.val_every, help="Validate every N steps (0: each epoch)."
+)
+@click.option(
+    "--ckpt-every", default=TrainConfig.ckpt_every, help="Checkpoint every N steps (0: each epoch)."
+)
+@click.option("--log-every", default=TrainConfig.log_every, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option(
     "--amp/--no-amp",
-    default=True,
+    default=TrainConfig.amp,
     show_default=True,
     help="bf16 autocast (CUDA, CPUs with native bf16).",
 )
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option(
+    "--channels-last/--no-channels-last", default=TrainConfig.channels_last, show_default=True
+)
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tb.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly.")
 @click.option("--gpus", default=1, show_default=True, help="Processes (GPUs) via torchrun.")
-@click.option("--misalign-p", default=0.5, show_default=True, help="P(prompt is warped).")
-@click.option("--rotate", default=30.0, show_default=True, help="Max prompt rotation, deg.")
-@click.option("--translate", default=0.2, show_default=True, help="Max prompt shift.")
-@click.option("--scale", default="0.8,1.5", show_default=True, help="Prompt zoom range.")
-@click.option("--perspective", default=0.0, show_default=True, help="Corner jitter.")
 @click.option(
-    "--elastic", default=0.1, show_default=True, help="Max local flow of the prompt (fraction)."
+    "--misalign-p", default=AugConfig.misalign_p, show_default=True, help="P(prompt is warped)."
 )
-@click.option("--jitter", default=0.1, show_default=True, help="Colour jitter strength.")
-@click.option("--swap-p", default=0.5, show_default=True, help="P(prompt/query swap).")
+@click.option(
+    "--rotate", default=AugConfig.rotate, show_default=True, help="Max prompt rotation, deg."
+)
+@click.option(
+    "--translate", default=AugConfig.translate, show_default=True, help="Max prompt shift."
+)
+@click.option(
+    "--scale", default=_commas(AugConfig.scale), show_default=True, help="Prompt zoom range."
+)
+@click.option(
+    "--perspective", default=AugConfig.perspective, show_default=True, help="Corner jitter."
+)
+@click.option(
+    "--elastic",
+    default=AugConfig.elastic,
+    show_default=True,
+    help="Max local flow of the prompt (fraction).",
+)
+@click.option(
+    "--jitter", default=AugConfig.jitter, show_default=True, help="Colour jitter strength."
+)
+@click.option("--swap-p", default=AugConfig.swap_p, show_default=True, help="P(prompt/query swap).")
 @click.option("--swap-kinds", default="", help="Kinds allowed to swap (default: all).")
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Shared flips.")
+@click.option("--flip/--no-flip", default=AugConfig.flip, show_default=True, help="Shared flips.")
 def train_cmd(store: str, **kw) -> None:
     """Train MetaUAS on the synth STORE (defaults: the paper's setting)."""
-    from synth.train.config import AugConfig, TrainConfig
     from synth.train.loop import launch
 
     aug = AugConfig(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -142,3 +143,19 @@ def test_bad_manifest_is_one_line_error(tmp_path):
 def test_not_a_store_is_one_line_error(tmp_path):
     r = CliRunner().invoke(main, ["info", str(tmp_path / "nothing.zarr")])
     assert r.exit_code == 2 and r.output.startswith("error: ")
+
+
+def test_train_defaults_are_the_configs(monkeypatch):
+    """``synth train STORE --out OUT`` builds exactly ``TrainConfig(STORE, OUT)``."""
+    import synth.train.loop as loop
+    from synth.train.config import TrainConfig
+
+    seen = {}
+
+    def launch(config, gpus):
+        seen.update(config=config, gpus=gpus)
+        return SimpleNamespace(step=0, checkpoint="runs/x/last.pt", val={})
+
+    monkeypatch.setattr(loop, "launch", launch)
+    assert _run("train", "s.zarr", "--out", "runs/x").exit_code == 0
+    assert seen["config"] == TrainConfig(store="s.zarr", out="runs/x") and seen["gpus"] == 1

@@ -163,9 +163,24 @@ def edit_params(mix: dict[str, float], pairs: list[str]) -> dict[str, dict[str, 
     return params
 
 
+#: TrainConfig fields the benchmark sets from its own options (``--train`` may not set them too).
+OWN_OPTIONS = {
+    "encoder": "--encoder",
+    "encoder_weights": "--encoder-weights",
+    "size": "--size",
+    "batch_size": "--batch",
+    "lr": "--lr",
+    "warmup_steps": "--warmup",
+    "seed": "--seed",
+    "device": "--device",
+}
+
+
 def parse_train_options(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--train key=value`` -> (TrainConfig fields, AugConfig fields), values typed by the
     field's default (``aug.scale=0.8,1.5`` gives a tuple)."""
+    import yaml
+
     from synth.train.config import AugConfig, TrainConfig
 
     top, aug = {}, {}
@@ -177,11 +192,14 @@ def parse_train_options(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any
         name = key.removeprefix("aug.")
         if not sep or name not in known:
             raise SynthError(f"--train {pair!r}: use field=value with a TrainConfig/aug.* field")
+        if target is top and name in OWN_OPTIONS:
+            raise SynthError(f"--train {pair!r}: use the benchmark's {OWN_OPTIONS[name]} option")
         default = known[name]
         if isinstance(default, bool):
             target[name] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, tuple):
-            target[name] = tuple(type(default[0])(v) if default else v for v in value.split(","))
+            cast = type(default[0]) if default else yaml.safe_load
+            target[name] = tuple(cast(v) for v in value.split(","))
         elif default is None:
             target[name] = value
         else:

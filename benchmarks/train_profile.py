@@ -79,7 +79,7 @@ def timed_step(model, optimizer, batches, config, gen, bf16: bool) -> dict[str, 
         t["encoder"] = time.perf_counter()
         fused = model.fuse(feats, B)
         t["align"] = time.perf_counter()
-        logits = model.decoder(fused, tuple(query.shape[-2:]))
+        logits = model.decode(fused, tuple(query.shape[-2:]))
         t["decoder"] = time.perf_counter()
     loss = per_sample_loss(config.loss, logits, mask).mean()
     t["loss"] = time.perf_counter()

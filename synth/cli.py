@@ -414,6 +414,13 @@ def _floats(text: str) -> tuple[float, ...]:
     "--decoder-channels", default=_commas(TrainConfig.decoder_channels), show_default=True
 )
 @click.option(
+    "--distance-levels",
+    default=_commas(TrainConfig.distance_levels),
+    show_default=True,
+    help="Encoder levels whose nearest-prompt distance (the floor) the model gets as input "
+    "and as a logit prior, e.g. 1,2,3,4; empty = the paper's model.",
+)
+@click.option(
     "--batch-size", default=TrainConfig.batch_size, show_default=True, help="Per process."
 )
 @click.option("--epochs", default=TrainConfig.epochs, show_default=True)
@@ -499,6 +506,9 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option(
     "--jitter", default=AugConfig.jitter, show_default=True, help="Colour jitter strength."
 )
+@click.option(
+    "--gray", default=AugConfig.gray, show_default=True, help="P(both views in grayscale)."
+)
 @click.option("--swap-p", default=AugConfig.swap_p, show_default=True, help="P(prompt/query swap).")
 @click.option("--swap-kinds", default="", help="Kinds allowed to swap (default: all).")
 @click.option("--flip/--no-flip", default=AugConfig.flip, show_default=True, help="Shared flips.")
@@ -514,6 +524,7 @@ def train_cmd(store: str, **kw) -> None:
         perspective=kw.pop("perspective"),
         elastic=kw.pop("elastic"),
         jitter=kw.pop("jitter"),
+        gray=kw.pop("gray"),
         swap_p=kw.pop("swap_p"),
         swap_kinds=tuple(k for k in kw.pop("swap_kinds").split(",") if k),
         flip=kw.pop("flip"),
@@ -526,6 +537,7 @@ def train_cmd(store: str, **kw) -> None:
         reader_backend=kw.pop("reader"),
         storage_options=_storage_options(kw.pop("storage_option")),
         decoder_channels=tuple(int(c) for c in _floats(kw.pop("decoder_channels"))),
+        distance_levels=tuple(int(c) for c in _floats(kw.pop("distance_levels"))),
         **kw,
     )
     result = launch(config, gpus)

@@ -56,6 +56,9 @@ def test_train_options_are_typed_by_their_defaults(bench):
     assert aug == {"misalign_p": 0.9, "scale": (1.0, 2.0)}
     with pytest.raises(SynthError, match="--train 'nonsense=1'"):
         bench.parse_train_options(["nonsense=1"])
+    assert bench.parse_train_options(["distance_levels=1,2"])[0] == {"distance_levels": (1, 2)}
+    with pytest.raises(SynthError, match="--train 'lr=3e-4'.*--lr"):
+        bench.parse_train_options(["lr=3e-4"])
 
 
 @pytest.mark.slow

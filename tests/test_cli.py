@@ -159,3 +159,5 @@ def test_train_defaults_are_the_configs(monkeypatch):
     monkeypatch.setattr(loop, "launch", launch)
     assert _run("train", "s.zarr", "--out", "runs/x").exit_code == 0
     assert seen["config"] == TrainConfig(store="s.zarr", out="runs/x") and seen["gpus"] == 1
+    assert _run("train", "s.zarr", "--out", "o", "--distance-levels", "1,2,3,4").exit_code == 0
+    assert seen["config"].distance_levels == (1, 2, 3, 4)

@@ -49,6 +49,40 @@ def nearest_cosine_distance(query: torch.Tensor, prompt: torch.Tensor) -> torch.
     return (1.0 - best).view(B, 1, h, w)
 
 
+def check_levels(levels: Sequence[int], n: int) -> tuple[int, ...]:
+    """``levels`` as distinct ints in 0..n-1, or a one-line error saying what fits."""
+    levels = tuple(int(v) for v in levels)
+    if not levels or len(set(levels)) != len(levels) or not all(0 <= v < n for v in levels):
+        raise ConfigError(
+            f"feature-distance levels {list(levels)}: use distinct levels in 0..{n - 1} "
+            f"(the encoder has {n}), e.g. 1,2,3"
+        )
+    return levels
+
+
+def level_distances(
+    features: Sequence[torch.Tensor], batch: int, levels: Sequence[int]
+) -> dict[int, torch.Tensor]:
+    """Per level, the nearest-prompt cosine distance (B, 1, h, w) of a joint encoder pass whose
+    first ``batch`` rows are prompts and the rest queries.
+
+    Computed in float32 also under autocast: near 1, bf16 cosines come in steps of 0.004, so
+    1 - cosine would lose the small distances that separate a subtle defect from a normal
+    (a small distance cast to bf16 afterwards keeps its relative precision)."""
+    with torch.autocast(features[0].device.type, enabled=False):
+        return {
+            i: nearest_cosine_distance(features[i][batch:], features[i][:batch]) for i in levels
+        }
+
+
+def mean_upsampled(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """The maps, bilinearly upsampled to ``size``, averaged: the floor's score."""
+    out = torch.zeros(maps[0].shape[0], 1, *size, device=maps[0].device)
+    for d in maps:
+        out += F.interpolate(d.float(), size=size, mode="bilinear", align_corners=False)
+    return out / len(maps)
+
+
 class FeatureDistance(nn.Module):
     """Anomaly scores (B, 1, H, W) of a query against its prompt, with nothing learned.
 
@@ -63,16 +97,9 @@ class FeatureDistance(nn.Module):
 
     def __init__(self, encoder: FrozenEncoder, size: int, levels: Sequence[int] = DEFAULT_LEVELS):
         super().__init__()
-        n = len(encoder.channels)
-        levels = tuple(int(v) for v in levels)
-        if not levels or len(set(levels)) != len(levels) or not all(0 <= v < n for v in levels):
-            raise ConfigError(
-                f"feature-distance levels {list(levels)}: use distinct levels in 0..{n - 1} "
-                f"(the encoder has {n}), e.g. 1,2,3"
-            )
         self.encoder = encoder
         self.size = int(size)
-        self.levels = levels
+        self.levels = check_levels(levels, len(encoder.channels))
 
     @property
     def embed_dim(self) -> int:
@@ -82,11 +109,8 @@ class FeatureDistance(nn.Module):
         """Mean over ``levels`` of the upsampled nearest-prompt cosine distance."""
         B = query.shape[0]
         feats = self.encoder(torch.cat([prompt, query], dim=0))
-        out = torch.zeros(B, 1, *query.shape[-2:], device=query.device)
-        for i in self.levels:
-            d = nearest_cosine_distance(feats[i][B:], feats[i][:B])
-            out += F.interpolate(d, size=query.shape[-2:], mode="bilinear", align_corners=False)
-        return out / len(self.levels)
+        maps = level_distances(feats, B, self.levels)
+        return mean_upsampled(list(maps.values()), tuple(query.shape[-2:]))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Global descriptor (B, D), as ``MetaUAS.embed``: the pooled deepest feature."""

@@ -14,6 +14,9 @@ Parameters are sampled first (``sample_params``) and then applied deterministica
    the source the warp reflects.
 4. **photometric jitter**: brightness, contrast, saturation and hue, drawn per view, so colour
    differences between prompt and query are also nuisances.
+5. **grayscale** (per sample, optional): prompt and query both lose their colour, as in the
+   grayscale categories of real anomaly sets (magnetic tile, MVTec grid, screw, zipper) that
+   a model trained on colour photos has never seen.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class AugParams:
             upsampled bicubically from a k x k lattice; None without ``elastic``.
         color: (2, B, 4) brightness, contrast, saturation factors and hue shift (fraction of the
             hue circle) of the prompt [0] and the query [1].
+        gray: (B,) turn both views to grayscale; None without ``gray``.
     """
 
     swap: torch.Tensor
@@ -72,6 +76,7 @@ class AugParams:
     warp: torch.Tensor
     color: torch.Tensor
     flow: torch.Tensor | None = None
+    gray: torch.Tensor | None = None
 
 
 def batch_to_float(
@@ -177,7 +182,8 @@ def sample_params(
         k = ELASTIC_LATTICE
         flow = _uniform(2 * k * k * n, -2 * cfg.elastic, 2 * cfg.elastic, g, dev).view(n, 2, k, k)
         flow = flow * warped.view(n, 1, 1, 1)
-    return AugParams(swap, hflip, vflip, transpose, warp, color, flow)
+    gray = coin(cfg.gray) if cfg.gray > 0 else None  # drawn last too, for the same reason
+    return AugParams(swap, hflip, vflip, transpose, warp, color, flow, gray)
 
 
 def _select(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -226,6 +232,12 @@ def color_jitter(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
     return x.clamp_(0, 1).contiguous(memory_format=torch.channels_last)
 
 
+def to_gray(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> the same shape with every channel the luma (BT.601 weights)."""
+    luma = (images * _const("gray", images.device)).sum(1, keepdim=True)
+    return luma.expand_as(images).contiguous(memory_format=torch.channels_last)
+
+
 def apply_params(
     prompt: torch.Tensor, query: torch.Tensor, mask: torch.Tensor, params: AugParams
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -243,6 +255,8 @@ def apply_params(
     prompt = warp_images(prompt, params.warp, params.flow)
     prompt = color_jitter(prompt, params.color[0])
     query = color_jitter(query, params.color[1])
+    if params.gray is not None:
+        prompt, query = (_select(params.gray, to_gray(x), x) for x in (prompt, query))
     return prompt, query, mask.contiguous(memory_format=torch.channels_last)
 
 

@@ -36,6 +36,8 @@ class AugConfig:
             The default 0.1 was chosen on real defects (``docs/learning.md``): over two training
             seeds it beat 0 by +1.7 mean P-ROC and +4.6 mean P-PRO.
         jitter: brightness/contrast/saturation/hue strength, drawn per view independently.
+        gray: probability that a sample's prompt and query both become grayscale. A pure hue
+            change (``local_color``) can then vanish under its mask, so keep it small.
         swap_p: probability of exchanging prompt and query (appearance <-> disappearance).
         swap_kinds: edit kinds for which the swap is allowed; empty means every kind. In synth
             the mask is exactly where prompt and query differ, with no geometry baked in, so
@@ -51,12 +53,13 @@ class AugConfig:
     perspective: float = 0.0
     elastic: float = 0.1
     jitter: float = 0.1
+    gray: float = 0.0
     swap_p: float = 0.5
     swap_kinds: tuple[str, ...] = ()
     flip: bool = True
 
     def validate(self) -> None:
-        for name in ("misalign_p", "swap_p"):
+        for name in ("misalign_p", "swap_p", "gray"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"aug.{name} {getattr(self, name)}: use a probability in [0, 1]")
         lo, hi = self.scale
@@ -112,6 +115,7 @@ class TrainConfig:
     align_levels: int = 3
     align_init: str = "matching"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
+    distance_levels: tuple[int, ...] = ()
     batch_size: int = 128
     epochs: int = 30
     max_steps: int = 0
@@ -186,6 +190,7 @@ class TrainConfig:
             align_levels=self.align_levels,
             align_init=self.align_init,
             decoder_channels=tuple(self.decoder_channels),
+            distance_levels=tuple(self.distance_levels),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,15 +205,16 @@ class TrainConfig:
             d["encoder_weights"] = d.get("encoder_weights") or ("hub" if legacy else "random")
         _reject_unknown(cls, d, "train config")
         aug = dict(d.pop("aug", {}) or {})
-        before_elastic = {f.name for f in dataclasses.fields(AugConfig)} - {"elastic"}
+        before_elastic = {f.name for f in dataclasses.fields(AugConfig)} - {"elastic", "gray"}
         if set(aug) == before_elastic:  # saved before the elastic flow: it trained without one
             aug["elastic"] = 0.0
         _reject_unknown(AugConfig, aug, "train config aug")
         for k in ("scale", "swap_kinds"):
             if k in aug:
                 aug[k] = tuple(aug[k])
-        if "decoder_channels" in d:
-            d["decoder_channels"] = tuple(d["decoder_channels"])
+        for k in ("decoder_channels", "distance_levels"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d, aug=AugConfig(**aug))
 
     def save(self, path: str | Path) -> None:

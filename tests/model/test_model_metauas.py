@@ -123,3 +123,50 @@ def test_matching_init_starts_soft_alignment_as_feature_matching():
         assert similarity(random(fq, fp)) < similarity(fp)  # worse than not aligning
     with pytest.raises(ConfigError, match="align_init"):
         ModelConfig(align_init="zeros")
+
+
+def test_distance_levels_start_as_the_floor_and_then_learn():
+    """The untrained model is an affine map of the training-free floor (same ranking, same
+    metrics); one optimizer step makes it something else, so training is a correction to the
+    floor, and the decoder sees each level's distance as an input channel."""
+    from synth.model.feature_distance import FeatureDistance
+
+    torch.manual_seed(0)
+    model = MetaUAS(ModelConfig(distance_levels=(1, 2, 3), **TINY))
+    plain = MetaUAS(ModelConfig(**TINY))
+    extra = [
+        a.conv[0][0].in_channels - b.conv[0][0].in_channels
+        for a, b in zip(model.decoder.blocks, plain.decoder.blocks, strict=True)
+    ]
+    assert extra == [1, 1, 1, 0, 0]  # a channel wherever a level with a distance joins
+    floor = FeatureDistance(model.encoder, 64, levels=(1, 2, 3))
+    prompt = torch.rand(2, 3, 64, 64)
+    query = prompt.clone()
+    query[:, :, 16:40, 20:44] = torch.rand(2, 3, 24, 24)
+    model.eval()
+    with torch.no_grad():
+        expected = floor(prompt, query)
+        logits = model(prompt, query)
+    scale, shift = model.prior_log_scale.exp().item(), model.prior_shift.item()
+    torch.testing.assert_close(logits, scale * (expected - shift), atol=1e-5, rtol=1e-5)
+
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:40, 20:44] = 1
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(prompt, query), mask)
+    loss.backward()
+    assert model.prior_log_scale.grad is not None and model.decoder.head.weight.grad.any()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(prompt, query)
+    assert not torch.allclose(after, logits, atol=1e-3)
+
+
+def test_distance_levels_round_trip_and_bad_levels_fail_in_one_line():
+    config = ModelConfig(distance_levels=[1, 2], **TINY)
+    assert config.distance_levels == (1, 2)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"levels \[1, 7\].*0\.\.4"):
+        MetaUAS(ModelConfig(distance_levels=(1, 7), **TINY))

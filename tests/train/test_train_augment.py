@@ -157,3 +157,22 @@ def test_elastic_flow_moves_parts_of_the_prompt_against_each_other():
     shift = (p2[:, 0] - p[:, 0]) * 255 / 4  # pixels along x
     per_image_spread = shift[:, 8:-8, 8:-8].flatten(1)
     assert (per_image_spread.amax(1) - per_image_spread.amin(1) > 2).all()
+
+
+def test_gray_turns_both_views_of_chosen_samples_to_luma_and_draws_nothing_when_off():
+    batch = _pattern_batch(n=16, size=32)
+    p, q, m = batch_to_float(batch, 32)
+    kinds, allowed = batch["kind"], torch.ones(3, dtype=torch.bool)
+    plain = AugConfig(misalign_p=0.0, jitter=0.0, swap_p=0.0, flip=False)
+    gray = dataclasses.replace(plain, gray=0.5)
+    a = sample_params(16, plain, kinds, allowed, torch.Generator().manual_seed(1))
+    b = sample_params(16, gray, kinds, allowed, torch.Generator().manual_seed(1))
+    assert a.gray is None and torch.equal(a.warp, b.warp) and 0 < int(b.gray.sum()) < 16
+    p2, q2, m2 = apply_params(p, q, m, b)
+    luma = lambda x: (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])  # noqa: E731
+    for before, after in ((p, p2), (q, q2)):
+        chosen, kept = after[b.gray], after[~b.gray]
+        assert torch.allclose(chosen, luma(before[b.gray]).unsqueeze(1).expand_as(chosen))
+        assert torch.allclose(kept, before[~b.gray], atol=1e-6)  # colour untouched
+        assert (before[b.gray][:, 0] != before[b.gray][:, 1]).any()  # there was colour
+    assert torch.equal(m2, m)

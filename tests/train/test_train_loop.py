@@ -136,9 +136,11 @@ def test_predictor_protocol_and_predict_cli(trained, toy_store, tmp_path):
     assert len((tmp_path / "heat" / "scores.csv").read_text().splitlines()) == 3
 
 
-def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path):
+@pytest.mark.parametrize("distance_levels", [(), (1, 2)])
+def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path, distance_levels):
     # 6 batches/epoch, 2 per step: the stop at step 2 is mid-epoch, the resume crosses epochs.
     common = {"size": 32, "batch_size": 8, "grad_accum": 2, "epochs": 3, "val_fraction": 0.36}
+    common["distance_levels"] = distance_levels
     aug = AugConfig(perspective=0.05)
     full_out, part_out = tmp_path / "full", tmp_path / "part"
     with warnings.catch_warnings():
@@ -158,6 +160,8 @@ def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path):
     pa, pb = load_checkpoint(full_out / "last.pt"), load_checkpoint(part_out / "last.pt")
     for k, v in pa["model"].items():
         assert torch.allclose(v.float(), pb["model"][k].float(), atol=1e-6), k
+    assert pa["model_config"]["distance_levels"] == list(distance_levels)
+    assert ("prior_shift" in pa["model"]) == bool(distance_levels)
 
 
 def test_checkpoints_never_execute_code(tmp_path):
@@ -182,7 +186,10 @@ def test_checkpoints_never_execute_code(tmp_path):
 
 def test_config_round_trip_and_validation(small_store, tmp_path):
     cfg = TrainConfig(
-        store="s.zarr", out="o", aug=AugConfig(scale=(0.9, 1.1), swap_kinds=("blob",))
+        store="s.zarr",
+        out="o",
+        aug=AugConfig(scale=(0.9, 1.1), swap_kinds=("blob",)),
+        distance_levels=(1, 2, 3),
     )
     cfg.save(tmp_path / "c.json")
     assert TrainConfig.load(tmp_path / "c.json") == cfg

@@ -74,9 +74,13 @@ def test_configs_written_before_weights_specs_still_load():
 def test_configs_saved_before_the_elastic_flow_resume_without_it():
     saved = TrainConfig("s", "o").to_dict()
     assert saved["aug"].pop("elastic") == 0.1  # today's default
+    saved["aug"].pop("gray")  # added after the elastic flow
     assert TrainConfig.from_dict(saved).aug.elastic == 0.0
     partial = {"store": "s", "out": "o", "aug": {"rotate": 5}}  # written by hand: defaults
     assert TrainConfig.from_dict(partial).aug.elastic == 0.1
+    before_gray = TrainConfig("s", "o").to_dict()
+    assert before_gray["aug"].pop("gray") == 0.0
+    assert TrainConfig.from_dict(before_gray).aug.elastic == 0.1  # has elastic, lacks gray
 
 
 def test_schedule_steps_makes_a_fixed_budget_a_whole_cosine(small_store, tmp_path):

@@ -77,9 +77,10 @@ def timed_step(model, optimizer, batches, config, gen, bf16: bool) -> dict[str, 
     with ctx:
         feats = model.encoder(torch.cat([prompt, query]))
         t["encoder"] = time.perf_counter()
-        fused = model.fuse(feats, B)
+        distances = model.distances(feats, B)
+        fused = model.fuse(feats, B, distances)
         t["align"] = time.perf_counter()
-        logits = model.decode(fused, tuple(query.shape[-2:]))
+        logits = model.decode(fused, distances, tuple(query.shape[-2:]))
         t["decoder"] = time.perf_counter()
     loss = per_sample_loss(config.loss, logits, mask).mean()
     t["loss"] = time.perf_counter()

@@ -135,13 +135,19 @@ class MetaUAS(nn.Module):
         """
         B = query.shape[0]
         feats = self.encoder(torch.cat([prompt, query], dim=0))
-        return self.decode(self.fuse(feats, B), tuple(query.shape[-2:]))
+        distances = self.distances(feats, B)
+        return self.decode(self.fuse(feats, B, distances), distances, tuple(query.shape[-2:]))
 
-    def fuse(self, features: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    def distances(self, features: list[torch.Tensor], batch: int) -> dict[int, torch.Tensor]:
+        """The float32 nearest-prompt distance at each of ``distance_levels`` (none without)."""
+        return level_distances(features, batch, self.distance_levels)
+
+    def fuse(
+        self, features: list[torch.Tensor], batch: int, distances: dict[int, torch.Tensor]
+    ) -> list[torch.Tensor]:
         """Per level, the query's features (the second ``batch`` rows), concatenated with the
         aligned prompt features (the first ``batch`` rows) where the level is aligned, and
-        with the nearest-prompt distance as the last channel at ``distance_levels``."""
-        distances = level_distances(features, batch, self.distance_levels)
+        with the level's nearest-prompt distance where ``distances`` has one."""
         fused = []
         for i, f in enumerate(features):
             p, q = f[:batch], f[batch:]
@@ -153,12 +159,17 @@ class MetaUAS(nn.Module):
             fused.append(torch.cat(parts, dim=1) if len(parts) > 1 else q)
         return fused
 
-    def decode(self, fused: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def decode(
+        self,
+        fused: list[torch.Tensor],
+        distances: dict[int, torch.Tensor],
+        size: tuple[int, int],
+    ) -> torch.Tensor:
         """The decoder's logits at ``size``, plus the distance prior where the model has one."""
         logits = self.decoder(fused, size)
-        if not self.distance_levels:
+        if not distances:
             return logits
-        prior = mean_upsampled([fused[i][:, -1:] for i in self.distance_levels], size)
+        prior = mean_upsampled(list(distances.values()), size)
         return logits + self.prior_log_scale.exp() * (prior - self.prior_shift)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -212,14 +212,18 @@ def warp_images(
     return warped.to(images.dtype)
 
 
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luma, BT.601 weights."""
+    return (images * _const("gray", images.device)).sum(1, keepdim=True)
+
+
 def color_jitter(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
     """Per-sample brightness, contrast, saturation, hue (``color`` (B, 4)) of [0, 1] RGB images."""
     b, c, s = (color[:, i].view(-1, 1, 1, 1) for i in range(3))
-    gray_w = _const("gray", images.device)
     x = images * b
-    mean = (x * gray_w).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    mean = _luma(x).mean(dim=(2, 3), keepdim=True)
     x = (x - mean) * c + mean
-    gray = (x * gray_w).sum(1, keepdim=True)
+    gray = _luma(x)
     x = (x - gray) * s + gray
     # Hue: rotate the chroma plane of YIQ by 2*pi*h.
     angle = color[:, 3] * (2 * math.pi)
@@ -234,8 +238,7 @@ def color_jitter(images: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
 
 def to_gray(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB -> the same shape with every channel the luma (BT.601 weights)."""
-    luma = (images * _const("gray", images.device)).sum(1, keepdim=True)
-    return luma.expand_as(images).contiguous(memory_format=torch.channels_last)
+    return _luma(images).expand_as(images).contiguous(memory_format=torch.channels_last)
 
 
 def apply_params(

@@ -75,6 +75,23 @@ class AugConfig:
             raise ConfigError(f"aug.jitter {self.jitter}: use a strength in [0, 0.5]")
 
 
+#: Every AugConfig field a saved config had before ``elastic`` existed; such a config trained
+#: without the flow, while a hand-written partial one takes today's default.
+_AUG_BEFORE_ELASTIC = frozenset(
+    {
+        "misalign_p",
+        "rotate",
+        "translate",
+        "scale",
+        "perspective",
+        "jitter",
+        "swap_p",
+        "swap_kinds",
+        "flip",
+    }
+)
+
+
 @dataclass
 class TrainConfig:
     """Options of one training run. ``out`` receives checkpoints, logs and ``config.json``.
@@ -205,9 +222,8 @@ class TrainConfig:
             d["encoder_weights"] = d.get("encoder_weights") or ("hub" if legacy else "random")
         _reject_unknown(cls, d, "train config")
         aug = dict(d.pop("aug", {}) or {})
-        before_elastic = {f.name for f in dataclasses.fields(AugConfig)} - {"elastic", "gray"}
-        if set(aug) == before_elastic:  # saved before the elastic flow: it trained without one
-            aug["elastic"] = 0.0
+        if "elastic" not in aug and set(aug) >= _AUG_BEFORE_ELASTIC:
+            aug["elastic"] = 0.0  # a whole config saved before the elastic flow: none was used
         _reject_unknown(AugConfig, aug, "train config aug")
         for k in ("scale", "swap_kinds"):
             if k in aug:

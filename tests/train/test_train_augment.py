@@ -169,7 +169,7 @@ def test_gray_turns_both_views_of_chosen_samples_to_luma_and_draws_nothing_when_
     b = sample_params(16, gray, kinds, allowed, torch.Generator().manual_seed(1))
     assert a.gray is None and torch.equal(a.warp, b.warp) and 0 < int(b.gray.sum()) < 16
     p2, q2, m2 = apply_params(p, q, m, b)
-    luma = lambda x: (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])  # noqa: E731
+    luma = lambda x: 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # noqa: E731
     for before, after in ((p, p2), (q, q2)):
         chosen, kept = after[b.gray], after[~b.gray]
         assert torch.allclose(chosen, luma(before[b.gray]).unsqueeze(1).expand_as(chosen))

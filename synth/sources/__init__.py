@@ -19,6 +19,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "coco": ("synth.sources.coco", "CocoSource"),
     "folder": ("synth.sources.folder", "FolderSource"),
     "samples": ("synth.sources.samples", "SampleSource"),
+    "plain": ("synth.sources.plain", "PlainImages"),
     "proposals": ("synth.sources.proposals", "ProposalFolder"),
 }
 
@@ -32,7 +33,7 @@ TEXTURE_KINDS = tuple(sorted(_TEXTURES))
 
 
 def create_source(kind: str, **kwargs: Any) -> ImageSource:
-    """Create an image source by kind: ``coco``, ``folder``, ``samples`` or ``proposals``.
+    """Create an image source by kind (``SOURCE_KINDS``; ``docs/sources.md`` describes each).
 
     Raises:
         ConfigError: unknown kind, unknown or missing arguments.

@@ -258,9 +258,11 @@ def prepare_store(
                 f"({attrs.get('manifest_hash')} != {manifest.fingerprint()}); "
                 "pass --overwrite to replace it or choose another output"
             )
-        provenance.check_resume(url, attrs, fingerprints)
+        done = zstore.shard_records(url, storage_options=storage_options)
+        if len(done) < layout_for(manifest).n_shards:  # a complete store makes nothing new
+            provenance.check_resume(url, attrs, fingerprints)
         zstore.remove_partials(url, storage_options=storage_options)
-        return zstore.shard_records(url, storage_options=storage_options)
+        return done
     if fs.exists(root) and not exists and not overwrite and fs.ls(root):
         raise SynthError(
             f"{url}: exists and is not a synth store; pass --overwrite or pick another path"

@@ -160,6 +160,19 @@ def test_resume_refused_when_the_generator_changed(manifest_path, tmp_path, monk
     assert sorted(zs.shard_records(str(out))) == [0]
 
 
+def test_complete_store_is_reused_after_the_generator_changed(
+    reference, manifest_path, monkeypatch
+):
+    """Nothing is left to make, so nothing can mix: a finished store stays usable."""
+    url, _ = reference
+    before = store_digest(url)
+    real = provenance.generator()
+    monkeypatch.setattr(provenance, "generator", lambda: {**real, "code": "0123456789abcdef"})
+    summary = build(load_manifest(manifest_path), str(url), workers=1, progress=False)
+    assert summary.shards_built == 0 and summary.shards_reused == 10
+    assert store_digest(url) == before
+
+
 def test_worker_with_another_generator_writes_nothing(manifest_path, tmp_path, monkeypatch):
     """Worker processes run the real generator; this client claims another one."""
     real = provenance.generator()

@@ -48,12 +48,25 @@ def test_edit_parameters_override_the_papers(bench):
         bench.edit_params(mix, ["cutpaste.mode=scar"])
 
 
+def test_texture_bases_add_the_textures_as_a_plain_source(bench):
+    paper = bench.image_sources("/c", "/t", 0.0)
+    assert [s["kind"] for s in paper] == ["coco"]
+    assert paper[0]["ann_file"] == "/c/annotations/instances.json"
+    both = bench.image_sources("/c", "/t", 0.5)
+    assert both[0] == paper[0]
+    assert both[1] == {"name": "dtd_bases", "kind": "plain", "root": "/t", "weight": 0.5}
+    with pytest.raises(SynthError, match="--texture-bases -1"):
+        bench.image_sources("/c", "/t", -1)
+
+
 def test_train_options_are_typed_by_their_defaults(bench):
     top, aug = bench.parse_train_options(
         ["loss=bce+dice", "align_levels=4", "amp=false", "aug.misalign_p=0.9", "aug.scale=1,2"]
     )
-    assert top == {"loss": "bce+dice", "align_levels": 4, "amp": False}
-    assert aug == {"misalign_p": 0.9, "scale": (1.0, 2.0)}
+    assert top == {"loss": "bce+dice", "align_levels": 4, "amp": False, **bench.BENCH_TRAIN}
+    assert aug == {"misalign_p": 0.9, "elastic": 0.0, "scale": (1.0, 2.0)}
+    assert bench.parse_train_options([]) == (bench.BENCH_TRAIN, bench.BENCH_AUG)
+    assert bench.parse_train_options(["distance_levels="])[0]["distance_levels"] == ()
     with pytest.raises(SynthError, match="--train 'nonsense=1'"):
         bench.parse_train_options(["nonsense=1"])
     assert bench.parse_train_options(["distance_levels=1,2"])[0] == {"distance_levels": (1, 2)}
@@ -112,3 +125,6 @@ def test_missing_inputs_are_one_line_errors(bench, tmp_path):
         bench.main(["--data", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit, match="--coco .*: no such folder"):
         bench.main(["--data", str(make_mvtec(tmp_path / "a")), "--coco", str(tmp_path / "x")])
+    recipe = ["--manifest", "m.yaml", "--texture-bases", "0"]
+    with pytest.raises(SystemExit, match="--texture-bases change the built-in recipe"):
+        bench.main(["--data", str(tmp_path / "a"), *recipe])

@@ -7,6 +7,7 @@ same one-line ``SourceError`` and every image arrives as HxWx3 uint8 RGB.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 
 import cv2
@@ -124,3 +125,27 @@ def fingerprint_of(*parts: object) -> str:
         h.update(repr(part).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def list_images(root: str, exts: tuple[str, ...], what: str) -> tuple[tuple[str, int], ...]:
+    """``list_files`` recursively, refusing a folder without any (``what``: for the message).
+
+    Raises:
+        SourceError: ``root`` is missing or holds no such file.
+    """
+    files = tuple(list_files(root, exts, recursive=True))
+    if not files:
+        raise SourceError(f"{root}: no {what} ({', '.join(exts)}); add some")
+    return files
+
+
+def checked_index(name: str, index: int, n: int) -> int:
+    """``index`` as an int in ``[0, n)``; sources refuse negative indices rather than wrap.
+
+    Raises:
+        IndexError: out of range, naming the source.
+    """
+    i = operator.index(index)
+    if not 0 <= i < n:
+        raise IndexError(f"{name}: index {i} out of range [0, {n})")
+    return i

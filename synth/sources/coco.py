@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import os
 import posixpath
 import shutil
@@ -33,7 +32,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from synth.errors import ConfigError, SourceError
-from synth.sources._io import absolute, decode_bgr, fingerprint_of, join, read_bytes
+from synth.sources._io import (
+    absolute,
+    checked_index,
+    decode_bgr,
+    fingerprint_of,
+    join,
+    read_bytes,
+)
 from synth.sources.base import Instance, SourceImage
 from synth.sources.resize import check_size, nearest_indices, resize_rgb
 
@@ -428,9 +434,7 @@ class CocoSource:
 
     def _read(self, index: int) -> tuple[int, np.ndarray]:
         """The checked position and the decoded BGR pixels of image ``index``."""
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         idx = self._index
         url = join(self.image_root, idx.file_name(i))
         bgr = decode_bgr(read_bytes(url), url)

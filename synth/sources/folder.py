@@ -21,7 +21,6 @@ can skip that image and report it.
 from __future__ import annotations
 
 import io
-import operator
 import posixpath
 from typing import Literal
 
@@ -32,6 +31,7 @@ from synth.errors import ConfigError, SourceError
 from synth.sources._io import (
     IMAGE_EXTS,
     absolute,
+    checked_index,
     fingerprint_of,
     is_dir,
     join,
@@ -133,9 +133,7 @@ class FolderSource:
             SourceError: the image or a mask is missing, unreadable, not single-channel, the
                 wrong size, or (``per_object``) empty.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         rel, _ = self._images[i]
         stem = self._stems[i]
         image = read_rgb(join(join(self.root, "images"), rel))

@@ -8,12 +8,17 @@ edit a surface too; the object edits never draw from it, as it has no instances.
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from synth.errors import SourceError
-from synth.sources._io import IMAGE_EXTS, absolute, fingerprint_of, join, list_files, read_rgb
+from synth.sources._io import (
+    IMAGE_EXTS,
+    absolute,
+    checked_index,
+    fingerprint_of,
+    join,
+    list_images,
+    read_rgb,
+)
 from synth.sources.base import SourceImage
 
 
@@ -31,9 +36,7 @@ class PlainImages:
     def __init__(self, root: str, *, name: str = "plain") -> None:
         self.root = absolute(str(root)).rstrip("/")
         self.name = name
-        self._files = tuple(list_files(self.root, IMAGE_EXTS, recursive=True))
-        if not self._files:
-            raise SourceError(f"{self.root}: no images ({', '.join(IMAGE_EXTS)}); add some")
+        self._files = list_images(self.root, IMAGE_EXTS, "images")
 
     def __len__(self) -> int:
         return len(self._files)
@@ -53,8 +56,6 @@ class PlainImages:
             IndexError: ``index`` is out of range.
             SourceError: the file is missing or undecodable.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         rel = self._files[i][0]
         return SourceImage(key=f"{self.name}:{rel}", image=read_rgb(join(self.root, rel)))

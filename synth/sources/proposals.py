@@ -8,15 +8,22 @@ native resolution. Nothing is random, so the same image always gives the same ma
 
 from __future__ import annotations
 
-import operator
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from synth.errors import ConfigError, SourceError
-from synth.sources._io import IMAGE_EXTS, absolute, fingerprint_of, join, list_files, read_rgb
+from synth.errors import ConfigError
+from synth.sources._io import (
+    IMAGE_EXTS,
+    absolute,
+    checked_index,
+    fingerprint_of,
+    join,
+    list_images,
+    read_rgb,
+)
 from synth.sources.base import Instance, SourceImage
 
 Method = Literal["felzenszwalb", "slic"]
@@ -217,9 +224,7 @@ class ProposalFolder:
         self.params = ProposalParams.from_settings(params)
         self.root = absolute(str(root)).rstrip("/")
         self.name = name
-        self._files = tuple(list_files(self.root, IMAGE_EXTS, recursive=True))
-        if not self._files:
-            raise SourceError(f"{self.root}: no images ({', '.join(IMAGE_EXTS)}); add some")
+        self._files = list_images(self.root, IMAGE_EXTS, "images")
 
     def __len__(self) -> int:
         return len(self._files)
@@ -244,9 +249,7 @@ class ProposalFolder:
             IndexError: ``index`` is out of range.
             SourceError: the file is missing or undecodable.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         image = read_rgb(join(self.root, self._files[i][0]))
         masks = propose(image, self.params)
         instances = tuple(Instance(mask=m, category=0, ann_id=k) for k, m in enumerate(masks, 1))

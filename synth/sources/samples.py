@@ -8,7 +8,6 @@ only files present in the installed wheel are used. Instances are unsupervised p
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.errors import ConfigError, SourceError
-from synth.sources._io import fingerprint_of, read_rgb
+from synth.sources._io import checked_index, fingerprint_of, read_rgb
 from synth.sources.base import Instance, SourceImage
 from synth.sources.proposals import ProposalParams, propose
 
@@ -117,9 +116,7 @@ class SampleSource:
         Raises:
             IndexError: ``index`` is out of range.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         key = self.names[i]
         image = read_rgb(str(skimage_data_dir() / SAMPLE_IMAGES[key]))
         cache_key = (key, self.params)
@@ -155,9 +152,7 @@ class SampleTextures:
         Raises:
             IndexError: ``index`` is out of range.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         return read_rgb(str(skimage_data_dir() / SAMPLE_TEXTURES[self.names[i]]))
 
     def fingerprint(self) -> str:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from synth.errors import SourceError
-from synth.sources._io import absolute, fingerprint_of, join, list_files, read_rgb
+from synth.sources._io import absolute, checked_index, fingerprint_of, join, list_images, read_rgb
 
 TEXTURE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -26,11 +23,7 @@ class TextureFolder:
     def __init__(self, root: str, *, name: str = "textures") -> None:
         self.root = absolute(str(root)).rstrip("/")
         self.name = name
-        self._files = tuple(list_files(self.root, TEXTURE_EXTS, recursive=True))
-        if not self._files:
-            raise SourceError(
-                f"{self.root}: no texture images ({', '.join(TEXTURE_EXTS)}); add some"
-            )
+        self._files = list_images(self.root, TEXTURE_EXTS, "texture images")
 
     def __len__(self) -> int:
         return len(self._files)
@@ -46,9 +39,7 @@ class TextureFolder:
             IndexError: ``index`` is out of range.
             SourceError: the file is missing or undecodable.
         """
-        i = operator.index(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: index {i} out of range [0, {len(self)})")
+        i = checked_index(self.name, index, len(self))
         return read_rgb(join(self.root, self._files[i][0]))
 
     def fingerprint(self) -> str:

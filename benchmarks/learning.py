@@ -70,6 +70,8 @@ INPAINTERS = {
     "ns": {"kind": "opencv", "method": "ns", "radius": 5},
     "patchmatch": {"kind": "patchmatch"},
 }
+#: Where ``--coco`` keeps its annotations (coco64's layout).
+COCO_ANNOTATIONS = Path("annotations") / "instances.json"
 #: Columns of the table, in the issue's order (the paper's F1max columns are in --json).
 COLUMNS = ("P-ROC", "P-PR", "P-PRO", "I-ROC", "I-PR")
 #: The paper's MVTec row (MetaUAS, one random prompt, 5 seeds; ``paper-reference.md``).
@@ -117,9 +119,8 @@ def recipe(args: argparse.Namespace) -> Any:
     for what, path in (("--coco", args.coco), ("--textures", args.textures)):
         if not Path(path).is_dir():
             raise SynthError(f"{what} {path}: no such folder; point it at your copy")
-    ann = Path(args.coco) / "annotations" / "instances.json"
-    if not ann.is_file():
-        raise SynthError(f"--coco {args.coco}: no annotations/instances.json in it")
+    if not (Path(args.coco) / COCO_ANNOTATIONS).is_file():
+        raise SynthError(f"--coco {args.coco}: no {COCO_ANNOTATIONS.as_posix()} in it")
     mix = parse_mix(args.mix) if args.mix else PAPER_MIX
     raw = {
         "version": 1,
@@ -151,7 +152,7 @@ def image_sources(coco: str, textures: str, texture_bases: float) -> list[dict[s
         {
             "name": "coco",
             "kind": "coco",
-            "ann_file": str(Path(coco) / "annotations" / "instances.json"),
+            "ann_file": str(Path(coco) / COCO_ANNOTATIONS),
             "image_root": str(Path(coco) / "images"),
             "min_area_frac": 0.005,
             "max_area_frac": 0.7,

@@ -298,7 +298,7 @@ STAGES = (
     ("  read bytes", "synth.sources.coco.read_bytes"),
     ("  decode JPEG", "synth.sources.coco.decode_bgr"),
     ("  resize (area)", "synth.sources.coco.resize_rgb"),
-    ("  instance masks", "synth.sources.coco._sample_rles"),
+    ("  instance masks", "synth.sources.coco.sample_rles"),
     ("load textures", "synth.sample.Catalog.load_texture"),
     ("encode shard", "synth.store.shard_objects"),
     ("write objects", "synth.store._put_objects"),

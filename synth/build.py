@@ -4,6 +4,9 @@ The plan is one task per shard: a task makes the shard's triples and writes ever
 slice of that shard whole, then its row of ``build/records``. No two tasks touch the same
 object, tasks are deterministic and idempotent, so Dask re-running a task after a worker dies,
 or a second ``synth build`` resuming an interrupted one, rewrites identical bytes.
+
+Sources stored as many tars (``sa1b``) are indexed first, by one task per tar on the same
+client (``synth.index.cluster``); the driver keeps per-tar counts only.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import numpy as np
 
 from synth import problems, provenance
 from synth import store as zstore
-from synth.cluster import ClusterRecipe, open_client
+from synth.cluster import ClusterRecipe, open_client, results_as_completed
 from synth.errors import SourceError, SynthError
 from synth.manifest import Manifest, parse_manifest
 
 _CATALOGS: dict[str, Any] = {}
+#: the source fingerprints of the catalog in ``_CATALOGS``, taken when it was opened
+_OPENED: dict[str, dict[str, str]] = {}
 
 
 def _catalog(manifest: Manifest) -> Any:
@@ -38,8 +43,27 @@ def _catalog(manifest: Manifest) -> Any:
     if key not in _CATALOGS:
         _tune_worker_process()
         _CATALOGS.clear()
+        _OPENED.clear()
         _CATALOGS[key] = Catalog.open(manifest)
     return _CATALOGS[key]
+
+
+def _check_sources(manifest: Manifest, expected: Mapping[str, str]) -> None:
+    """Refuse to make shards from other sources than the client's.
+
+    A catalog kept from an earlier build whose files changed since is opened again first; only
+    sources that differ once reopened (changed while this build runs, or another copy on this
+    worker) are refused.
+    """
+    key = manifest.fingerprint()
+    for _ in range(2):
+        catalog = _catalog(manifest)
+        now = _OPENED.setdefault(key, catalog.fingerprints(manifest))
+        if now == dict(expected):
+            return
+        _CATALOGS.clear()
+        _OPENED.clear()
+    provenance.check_worker_sources(expected, now)
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` parameter number (``malloc.h``).
@@ -131,16 +155,20 @@ def build_shard_task(
     storage_options: Mapping[str, Any] | None = None,
     strict: bool = False,
     generator: Mapping[str, Any] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Dask task: make and write one shard. Returns its record plus timing and peak RSS.
 
-    ``generator`` is the client's ``provenance.generator()``; a worker that differs refuses
-    before writing, since its shard would not be the one the client's build would make.
+    ``generator`` is the client's ``provenance.generator()`` and ``fingerprints`` its sources'
+    (``Catalog.fingerprints``); a worker whose code or sources differ (a tar replaced while the
+    build runs) refuses before writing, since its shard would not be the client's.
     """
     t0 = time.perf_counter()
     if generator is not None:
         provenance.check_worker(generator)
     manifest = parse_manifest(manifest_dict, base_dir=None)
+    if fingerprints is not None:
+        _check_sources(manifest, fingerprints)
     arrays, record = make_shard(manifest, shard, strict=strict)
     zstore.write_shard(url, shard, arrays, record, storage_options=storage_options)
     return {
@@ -211,6 +239,7 @@ class BuildSummary:
             "peak_rss_mb_per_worker": round(self.peak_rss_mb, 1),
             "store_bytes": self.store_bytes,
             "workers": self.workers,
+            **({"index": self.extra["index"]} if "index" in self.extra else {}),
         }
 
     def render(self) -> str:
@@ -227,6 +256,12 @@ class BuildSummary:
             f"store size   {self.store_bytes / 1e6:.1f} MB",
             f"retries      {self.retries} (inputs that did not fit the drawn edit)",
         ]
+        if "index" in self.extra:
+            ix = self.extra["index"]
+            lines.append(
+                f"indexes      {ix['tars']} tar(s) counted on the cluster in {ix['seconds']:.1f} s "
+                f"({ix['built']} read, {ix['tars'] - ix['built']} already indexed)"
+            )
         lines += problems.render_skipped(self.skipped_inputs(), self.skipped_uses, pointer)
         lines += problems.render_source_problems(self.source_problems, pointer)
         return "\n".join(lines)
@@ -240,8 +275,13 @@ def prepare_store(
     storage_options: Mapping[str, Any] | None = None,
     fingerprints: Mapping[str, str] | None = None,
     source_problems: Sequence[Mapping[str, str]] = (),
+    indexes: Mapping[str, Any] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Create the store, or check it was made from this manifest and return its done shards."""
+    """Create the store, or check it was made from this manifest and return its done shards.
+
+    ``indexes`` (source name -> ``index_record()``) records the per-tar indexes a tar-sharded
+    source was read through; stores of other sources do not get the key.
+    """
     fs, root = zstore.filesystem(url, storage_options)
     exists = fs.exists(f"{root.rstrip('/')}/zarr.json")
     if exists and not overwrite:
@@ -281,6 +321,8 @@ def prepare_store(
         },
         "swap_valid": True,
     }
+    if indexes:
+        attrs["indexes"] = dict(indexes)
     zstore.create_store(
         url,
         layout_for(manifest),
@@ -332,29 +374,13 @@ def build(
         shards: build only these shards (for tests and manual repair); default all missing.
         echo: a callable for status lines (default: print to stderr).
     """
-    from distributed import as_completed
     from tqdm.auto import tqdm
 
+    from synth.index.cluster import plan_indexes, run_indexes
     from synth.sample import Catalog
 
     say = echo or (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    catalog = Catalog.open(manifest)  # validates sources, builds/caches indices once
-    found = catalog.source_problems(manifest)
-    check_source_problems(found, strict)
-    done = prepare_store(
-        manifest,
-        url,
-        overwrite=overwrite,
-        storage_options=storage_options,
-        fingerprints=catalog.fingerprints(manifest),
-        source_problems=found,
-    )
-    layout = layout_for(manifest)
-    todo = [s for s in (shards if shards is not None else range(layout.n_shards)) if s not in done]
-    if done:
-        say(f"resuming: {len(done)} of {layout.n_shards} shards already complete")
-    records = dict(done)
     recipe = recipe or ClusterRecipe.from_build_args(
         workers=workers,
         threads_per_worker=threads_per_worker,
@@ -363,25 +389,46 @@ def build(
         security=security,
     )
     peak, dashboard, n_workers = 0.0, None, recipe.workers
-    if todo:
-        with open_client(recipe) as client:
-            dashboard = _dashboard(client)
+    index_stats: dict[str, Any] | None = None
+    with contextlib.ExitStack() as stack:
+        client = None
+
+        def connect() -> Any:
+            nonlocal dashboard, n_workers
+            c = stack.enter_context(open_client(recipe))
+            dashboard = _dashboard(c)
             if dashboard:
                 say(f"dask dashboard: {dashboard}")
-            n_workers = len(client.scheduler_info().get("workers", {})) or recipe.workers
+            n_workers = len(c.scheduler_info().get("workers", {})) or recipe.workers
+            return c
+
+        plans = plan_indexes(manifest)  # tar-sharded sources: the tars not yet counted
+        if plans:
+            client = connect()
+            index_stats = run_indexes(client, plans, progress=progress, say=say)
+        catalog = Catalog.open(manifest)  # validates sources, builds/caches indices once
+        found = catalog.source_problems(manifest)
+        check_source_problems(found, strict)
+        fingerprints = catalog.fingerprints(manifest)
+        done = prepare_store(
+            manifest,
+            url,
+            overwrite=overwrite,
+            storage_options=storage_options,
+            fingerprints=fingerprints,
+            source_problems=found,
+            indexes=_index_records(manifest, catalog),
+        )
+        layout = layout_for(manifest)
+        todo = [
+            s for s in (shards if shards is not None else range(layout.n_shards)) if s not in done
+        ]
+        if done:
+            say(f"resuming: {len(done)} of {layout.n_shards} shards already complete")
+        records = dict(done)
+        if todo:
+            client = client or connect()
             payload = manifest.to_dict()
-            futures = client.map(
-                build_shard_task,
-                [payload] * len(todo),
-                [url] * len(todo),
-                todo,
-                [dict(storage_options or {})] * len(todo),
-                [strict] * len(todo),
-                [provenance.generator()] * len(todo),
-                key=[f"synth-shard-{manifest.fingerprint()}-{s}" for s in todo],
-                pure=False,
-                retries=0,
-            )
             bar = tqdm(
                 total=_n_triples(layout, todo),
                 unit="triple",
@@ -389,22 +436,38 @@ def build(
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            try:
-                for fut in as_completed(futures):
-                    rec = fut.result()
+            # no reference to the futures here: each is dropped as its record arrives, so a
+            # lost worker costs only the shards it was making (``results_as_completed``)
+            results = results_as_completed(
+                client,
+                client.map(
+                    build_shard_task,
+                    [payload] * len(todo),
+                    [url] * len(todo),
+                    todo,
+                    [dict(storage_options or {})] * len(todo),
+                    [strict] * len(todo),
+                    [provenance.generator()] * len(todo),
+                    [fingerprints] * len(todo),
+                    key=[f"synth-shard-{manifest.fingerprint()}-{s}" for s in todo],
+                    pure=False,
+                    retries=0,
+                ),
+            )
+            with bar, contextlib.closing(results):
+                for _, rec in results:
                     peak = max(peak, rec.pop("peak_rss_mb"))
                     rec.pop("seconds")
                     records[rec["shard"]] = rec
                     bar.update(rec["stop"] - rec["start"])
-            except BaseException:
-                client.cancel(futures)
-                raise
-            finally:
-                bar.close()
+            # a worker killed while writing left its temporary file; every task is over now
+            zstore.remove_partials(url, storage_options=storage_options)
     seconds = time.perf_counter() - t0
     summary = _summarise(manifest, url, records, todo, seconds, peak)
     summary.dashboard, summary.workers = dashboard, n_workers
     summary.source_problems = found
+    if index_stats is not None:
+        summary.extra["index"] = index_stats
     if len(records) == layout.n_shards:
         zstore.update_attrs(
             url,
@@ -417,6 +480,15 @@ def build(
         )
     summary.store_bytes = zstore.store_bytes(url, storage_options=storage_options)
     return summary
+
+
+def _index_records(manifest: Manifest, catalog: Any) -> dict[str, Any]:
+    """Source name -> the per-tar indexes it reads (``Sa1bSource.index_record``), if any."""
+    return {
+        spec.name: src.index_record()
+        for spec, src in zip(manifest.images, catalog.images, strict=True)
+        if hasattr(src, "index_record")
+    }
 
 
 def _n_triples(layout: zstore.Layout, shards: Sequence[int]) -> int:

@@ -16,7 +16,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -680,6 +680,31 @@ def open_client(recipe: ClusterRecipe) -> Iterator[Any]:
         Client(cluster, security=recipe.dask_security()) as client,
     ):
         yield client
+
+
+def results_as_completed(client: Any, futures: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """``(key, result)`` of each task as it finishes, its future dropped once the result is here.
+
+    A future kept after its result was read pins the result on its worker, and the scheduler
+    recomputes everything a lost worker held that a future still points at, before the tasks
+    still queued: a build that kept all its shard futures re-made every shard a killed worker
+    had ever finished, and no new shard landed meanwhile (issue 20). Dropped at once, a lost
+    worker costs only the tasks it was running. Pass the futures straight from ``client.map``
+    and keep no other reference to them. Unfinished tasks are cancelled on any error, or when
+    the caller stops early.
+    """
+    from distributed import as_completed
+
+    pending = {f.key: f for f in futures}
+    del futures
+    try:
+        for fut, result in as_completed(list(pending.values()), with_results=True):
+            key = fut.key
+            del fut, pending[key]  # the last reference: the scheduler forgets the task
+            yield key, result
+    except BaseException:
+        client.cancel(list(pending.values()))
+        raise
 
 
 @contextlib.contextmanager

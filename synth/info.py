@@ -58,6 +58,7 @@ def store_info(url: str, storage_options: Mapping[str, Any] | None = None) -> di
         "versions": attrs.get("versions", {}),
         "fingerprints": attrs.get("fingerprints", {}),
         "generator_code": attrs.get("generator", {}).get("code"),
+        "indexes": attrs.get("indexes", {}),
         "skipped_uses": problems.skipped_uses(ordered),
         "skipped": [
             {"input": k, "uses": c, "reason": r} for k, c, r in problems.skipped_inputs(ordered)
@@ -89,6 +90,11 @@ def render_info(info: Mapping[str, Any], *, every_problem: bool = False) -> str:
     lines.append(f"  empty masks: {info['empty_masks']}")
     lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     lines.append("sources    " + ", ".join(f"{k}:{v}" for k, v in info["fingerprints"].items()))
+    for name, rec in info.get("indexes", {}).items():
+        lines.append(
+            f"indexes    {name}: {len(rec['tars'])} per-tar index(es) in {rec['cache_dir']} "
+            f"(summary {rec['summary'].rsplit('/', 1)[-1]})"
+        )
     lines.append(f"generator  synth code {info['generator_code'] or 'not recorded'}")
     lines.append(f"retries    {info['retries']}")
     pointer = f"synth info {info['url']} --problems"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.errors import ConfigError
+from synth.sources import SOURCE_KINDS
 from synth.store import CODECS, DEFAULT_CODEC, Codec
 
 #: Default edit mix: the paper's recipe (about half local-region, a quarter exchange/paste,
@@ -179,6 +180,16 @@ def _resolve_path(value: Any, where: str, base_dir: Path | None, must_exist: boo
     return str(p)
 
 
+def _resolve_tars(value: Any, where: str, base_dir: Path | None) -> str | list[str]:
+    """A tar source's ``tars``: one path, URL or glob, or a list of them, each resolved against
+    the manifest's folder. Existence is the source's check: a glob names no single file."""
+    if isinstance(value, str):
+        return _resolve_path(value, where, base_dir, must_exist=False)
+    if not isinstance(value, list) or not value:
+        raise _type_error(where, "a tar path, URL or glob, or a list of them", value)
+    return [_resolve_path(v, f"{where}[{i}]", base_dir, False) for i, v in enumerate(value)]
+
+
 def _parse_sources(entries: Any, where: str, base_dir: Path | None) -> tuple[SourceSpec, ...]:
     if entries is None:
         return ()
@@ -192,7 +203,7 @@ def _parse_sources(entries: Any, where: str, base_dir: Path | None) -> tuple[Sou
         e = dict(e)
         kind = e.pop("kind", None)
         if not isinstance(kind, str):
-            raise ConfigError(f"{w}.kind: missing; use one of coco, folder, samples, proposals")
+            raise ConfigError(f"{w}.kind: missing; use one of {', '.join(SOURCE_KINDS)}")
         name = e.pop("name", kind)
         if not isinstance(name, str) or name in names:
             raise ConfigError(f"{w}.name: {name!r} must be a unique string")
@@ -203,6 +214,8 @@ def _parse_sources(entries: Any, where: str, base_dir: Path | None) -> tuple[Sou
         for k in _PATH_KEYS:
             if k in e:
                 e[k] = _resolve_path(e[k], f"{w}.{k}", base_dir, must_exist=k != "cache_dir")
+        if "tars" in e:
+            e["tars"] = _resolve_tars(e["tars"], f"{w}.tars", base_dir)
         out.append(SourceSpec(name=name, kind=kind, weight=float(weight), options=e))
     return tuple(out)
 

@@ -27,6 +27,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 GENERATOR_MODULES = (
     "edits",
     "sources",
+    "index",
     "sample.py",
     "rng.py",
     "manifest.py",
@@ -145,4 +146,21 @@ def check_worker(expected: Mapping[str, Any]) -> None:
             f"worker on {where} differs from the client that planned the build "
             f"({'; '.join(changes)}), so its shards would differ from the client's: "
             "install the same synth and packages on every worker"
+        )
+
+
+def check_worker_sources(expected: Mapping[str, str], now: Mapping[str, str]) -> None:
+    """Refuse to make shards from sources that differ from the client's (files replaced while
+    the build runs, or another view of them on this worker).
+
+    Raises:
+        SynthError: names this worker's host and every source that differs.
+    """
+    changes = source_changes(expected, now)
+    if changes:
+        where = f"{socket.gethostname()} (pid {os.getpid()})"
+        raise SynthError(
+            f"worker on {where} sees other sources than the client that planned the build "
+            f"({'; '.join(changes)}), so its shards would differ: leave the sources unchanged "
+            "while a build runs and give every worker the same files, then rerun synth build"
         )

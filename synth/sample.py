@@ -10,7 +10,9 @@ Pooled sampling (``sampling: {mode: pooled}``, the default) draws the source ite
 source (one fresh permutation per pass). A pool holds as many items as the shard needs for each
 item to be used about as often as the whole store uses it (``pool_size``), so every use of a
 decoded image falls in the shard that decodes it, and every item is used before any is used
-twice. ``independent`` mode draws every item uniformly for every triple instead: the same
+twice. A source stored in groups (tars: ``group_sizes``) is walked one group after another
+(``_grouped_walk``), so a pool spans one or two tars and a shard loads only their indexes.
+``independent`` mode draws every item uniformly for every triple instead: the same
 distribution per triple, but about 1.7 decodes per triple and, at two triples per image, about
 13% of the images never used as a base (e^-2).
 """
@@ -101,7 +103,8 @@ class Catalog:
     textures: list[TextureSource]
     image_weights: np.ndarray
     texture_weights: np.ndarray
-    eligible: list[np.ndarray | None]
+    #: per image source: sorted items with instances, a ``GroupedEligible``, or None (unknown)
+    eligible: list[Any]
     inpainter: Any
     #: items per shard pool of each image / texture source; None for independent sampling
     image_pools: list[int] | None = None
@@ -121,8 +124,12 @@ class Catalog:
         for spec, src in zip(manifest.images + manifest.textures, images + textures, strict=True):
             if len(src) == 0:
                 raise SynthError(f"source {spec.name!r} ({spec.kind}) is empty; check its path")
-        eligible = []
+        eligible: list[Any] = []
         for src in images:
+            lazy = getattr(src, "eligible_items", None)
+            if lazy is not None:  # known per group (tar), loaded as pools reach it
+                eligible.append(lazy())
+                continue
             counts = src.instance_counts()
             eligible.append(None if counts is None else np.flatnonzero(np.asarray(counts) > 0))
         image_weights = _normalise([s.weight for s in manifest.images])
@@ -155,16 +162,17 @@ class Catalog:
 
     def pool(self, seed: int, texture: bool, source: int, shard: int) -> np.ndarray:
         """The items of ``source`` that shard ``shard`` draws from (see the module docstring)."""
+        src = (self.textures if texture else self.images)[source]
+        size = (self.texture_pools if texture else self.image_pools)[source]
+        groups = getattr(src, "group_sizes", None)
+        if groups is not None:
+            return self._pools.get(
+                ("pool", seed, texture, source, shard),
+                lambda: _grouped_walk(seed, texture, source, groups(), size, shard),
+            )
         return self._pools.get(
             ("pool", seed, texture, source, shard),
-            lambda: _walk(
-                seed,
-                texture,
-                source,
-                len((self.textures if texture else self.images)[source]),
-                (self.texture_pools if texture else self.image_pools)[source],
-                shard,
-            ),
+            lambda: _walk(seed, texture, source, len(src), size, shard),
         )
 
     def eligible_pool(self, seed: int, source: int, shard: int) -> np.ndarray:
@@ -304,8 +312,36 @@ def _walk(seed: int, texture: bool, source: int, items: int, size: int, shard: i
     return np.concatenate(out)
 
 
-def _member(sorted_values: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Which ``items`` occur in the sorted array ``sorted_values``."""
+def _grouped_walk(
+    seed: int, texture: bool, source: int, sizes: np.ndarray, size: int, shard: int
+) -> np.ndarray:
+    """``_walk`` for a source stored in groups (tars): the walk finishes a group before the next.
+
+    Each pass permutes the groups, then walks every group's own permutation of its items, so a
+    pool (a slice of the walk) spans ``ceil(size / group size) + 1`` groups at most, and a shard
+    loads that many tar indexes, whatever the number of tars. Every item is still used before
+    any is used twice, and the pools depend only on the seed and the group sizes.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    out, pos, stop = [], shard * size, (shard + 1) * size
+    while pos < stop:
+        lap, at = divmod(pos, int(starts[-1]))
+        order = derive(seed, "pool-groups", int(texture), source, lap).permutation(sizes.size)
+        ends = np.cumsum(sizes[order])
+        k = int(np.searchsorted(ends, at, side="right"))
+        group, within = int(order[k]), at - int(ends[k] - sizes[order[k]])
+        take = min(stop - pos, int(sizes[group]) - within)
+        perm = derive(seed, "pool", int(texture), source, lap, group).permutation(sizes[group])
+        out.append(starts[group] + perm[within : within + take])
+        pos += take
+    return np.concatenate(out)
+
+
+def _member(sorted_values: Any, items: np.ndarray) -> np.ndarray:
+    """Which ``items`` occur in ``sorted_values``: a sorted array or a ``GroupedEligible``."""
+    if not isinstance(sorted_values, np.ndarray):
+        return sorted_values.contains(items)
     if sorted_values.size == 0:
         return np.zeros(items.shape, bool)
     at = np.minimum(np.searchsorted(sorted_values, items), sorted_values.size - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -202,9 +203,10 @@ def _wait_for(pred, timeout: float = 120, step: float = 0.05) -> bool:
     return False
 
 
-@pytest.fixture()
-def external_cluster():
-    """A real `dask scheduler` and two `dask worker` processes (no nanny) on 127.0.0.1."""
+@pytest.fixture(params=["no-nanny", "nanny"])
+def external_cluster(request):
+    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1; with a nanny, a
+    killed worker process is started again, as on a local cluster."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [
@@ -223,10 +225,12 @@ def external_cluster():
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     ]
     _wait_port(port)
     addr = f"tcp://127.0.0.1:{port}"
+    nanny = [] if request.param == "nanny" else ["--no-nanny"]
     for _ in range(2):
         procs.append(
             subprocess.Popen(
@@ -238,7 +242,7 @@ def external_cluster():
                     addr,
                     "--nthreads",
                     "1",
-                    "--no-nanny",
+                    *nanny,
                     "--no-dashboard",
                     "--host",
                     "127.0.0.1",
@@ -246,6 +250,7 @@ def external_cluster():
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         )
     from distributed import Client
@@ -253,19 +258,31 @@ def external_cluster():
     with Client(addr) as c:
         c.wait_for_workers(2, timeout=60)
     yield addr, procs
-    for p in procs:
-        p.kill()
+    for p in procs:  # a nanny's worker process is in its session
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
 
+@pytest.fixture(scope="module")
+def big_reference(manifest_path, tmp_path_factory) -> Path:
+    """The 160-triple store built by one worker, uninterrupted."""
+    url = tmp_path_factory.mktemp("big") / "big-ref.zarr"
+    build(load_manifest(manifest_path).with_overrides(n=160), str(url), workers=1, progress=False)
+    return url
+
+
 def test_external_scheduler_and_worker_killed_mid_build(
-    external_cluster, reference, tmp_path, manifest_path
+    external_cluster, reference, big_reference, tmp_path, manifest_path
 ):
-    """Kill one `dask worker` once shards are landing: the build completes, each index once."""
-    addr, procs = external_cluster
+    """Kill one worker once shards are landing: the build completes with the same bytes, and
+    a shard finished before the kill is not made again: the lost worker costs only the shards
+    it was given (issue 20)."""
+    from distributed import Client
+
+    addr, _ = external_cluster
     ref_url, _ = reference
     m = load_manifest(manifest_path).with_overrides(n=160)
-    ref_big = tmp_path / "big-ref.zarr"
     out = tmp_path / "killed.zarr"
     result: dict[str, object] = {}
 
@@ -275,14 +292,38 @@ def test_external_scheduler_and_worker_killed_mid_build(
         except BaseException as e:  # surfaced by the assertion below
             result["error"] = e
 
+    def records() -> dict[int, int]:
+        """Shard -> inode of its record object: a shard made again replaces the object."""
+        return {int(p.parent.name): p.stat().st_ino for p in out.glob("build/records/c/*/0")}
+
+    def kill_a_worker_between_results(dask_scheduler) -> list[str] | None:
+        """On the scheduler: SIGKILL a worker that is making a shard and holds no finished one.
+
+        It runs in the scheduler's event loop, so nothing changes between the look and the
+        kill (and it is defined here so that it travels by value). Returns the keys the worker
+        was given (running or next), or None when no worker qualifies now.
+        """
+        for ws in dask_scheduler.workers.values():
+            shards = {str(ts.key) for ts in ws.processing}
+            held = [ts for ts in ws.has_what if str(ts.key).startswith("synth-shard-")]
+            if shards and not held:
+                os.kill(ws.pid, signal.SIGKILL)
+                return sorted(shards)
+        return None
+
     t = threading.Thread(target=run)
     t.start()
-    assert _wait_for(lambda: len(zs.shard_records(str(out))) >= 1)
-    n_before_kill = len(zs.shard_records(str(out)))
-    procs[1].send_signal(signal.SIGKILL)
+    in_flight, before = None, {}
+    with Client(addr) as c:
+        assert _wait_for(lambda: len(records()) >= 8)  # both workers have finished shards
+        while in_flight is None and t.is_alive():
+            before = records()
+            in_flight = c.run_on_scheduler(kill_a_worker_between_results)
+            time.sleep(0.01)
     t.join(timeout=600)
     assert "error" not in result, result.get("error")
-    assert n_before_kill < 40, "the build finished before the worker was killed"
+    assert in_flight is not None, "no worker was ever between results: futures are held"
+    assert len(before) < 40, "the build finished before the worker was killed"
     summary = result["summary"]
     assert summary.shards_built == 40
     recs = zs.shard_records(str(out))
@@ -290,12 +331,42 @@ def test_external_scheduler_and_worker_killed_mid_build(
     for r in recs.values():
         covered[r["start"] : r["stop"]] += 1
     assert (covered == 1).all()
-    build(m, str(ref_big), workers=1, progress=False)
-    assert store_digest(out) == store_digest(ref_big)
+    after = records()
+    made_again = {s for s, ino in before.items() if after[s] != ino}
+    given = {int(k.rsplit("-", 1)[1]) for k in in_flight}
+    assert made_again <= given, f"finished shards made again: {sorted(made_again - given)}"
+    assert store_digest(out) == store_digest(big_reference)  # no .partial of the killed write
     # the first 10 shards are the small reference's shards: same triples whatever N is
     small = zs.StoreReader(str(ref_url)).read_range(0, 40, ("prompt", "mask"))
     big = zs.StoreReader(str(out)).read_range(0, 40, ("prompt", "mask"))
     np.testing.assert_array_equal(small["prompt"], big["prompt"])
+
+
+def test_a_write_cut_short_by_a_kill_leaves_no_partial_file(reference, manifest_path, tmp_path):
+    """A worker killed while writing leaves its ``.partial`` file behind, after the store was
+    opened; the complete store must still be the reference, byte for byte."""
+    from distributed import LocalCluster
+
+    write_shard = zs.write_shard
+
+    def write_then_leave_a_partial(url, shard, *args, **kwargs):
+        write_shard(url, shard, *args, **kwargs)
+        if shard == 2:  # as the write of a worker killed before its rename
+            Path(url, "mask", "c", "2", "0", "0.4242.partial").write_bytes(b"cut")
+
+    out = tmp_path / "cut.zarr"
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+    ):
+        mp.setattr(zs, "write_shard", write_then_leave_a_partial)
+        build(
+            load_manifest(manifest_path),
+            str(out),
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert store_digest(out) == store_digest(reference[0])
 
 
 def test_sigkill_whole_build_then_resume_is_byte_identical(manifest_path, reference, tmp_path):

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -409,6 +410,72 @@ def test_local_cluster_scheduler_workers_and_dashboard_on_loopback():
         if importlib.util.find_spec("bokeh") is not None:
             assert client.dashboard_link.startswith("http://127.0.0.1:")
         assert client.submit(sum, [1, 2, 3]).result() == 6
+
+
+# --- collecting results ----------------------------------------------------------------------
+
+
+def _eventually(pred: Any, timeout: float = 30) -> bool:
+    """Whether ``pred()`` holds within ``timeout`` (the scheduler hears of releases later)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(scope="module")
+def threads_cluster():
+    """One in-process worker of two threads: its tasks see this module's objects."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield cluster.scheduler, client
+
+
+@pytest.mark.slow
+def test_results_as_completed_lets_the_scheduler_forget_each_result_it_yields(threads_cluster):
+    """A result still held on a worker is recomputed if that worker dies (issue 20)."""
+    scheduler, client = threads_cluster
+    keys = [f"square-{i}" for i in range(6)]
+    got = {}
+    for key, value in cl.results_as_completed(
+        client, client.map(lambda x: x * x, range(6), key=keys, pure=False)
+    ):
+        got[key] = value
+        assert _eventually(lambda k=key: k not in scheduler.tasks), f"{key} still held"
+    assert got == {k: i * i for i, k in enumerate(keys)}
+
+
+_GATE = threading.Event()
+
+
+def _gated(i: int) -> int:
+    """Task 0 returns at once, the others when ``_GATE`` opens (pickled by reference)."""
+    if i:
+        _GATE.wait(60)
+    return i
+
+
+@pytest.mark.slow
+def test_results_as_completed_cancels_what_is_left_when_the_caller_stops(threads_cluster):
+    scheduler, client = threads_cluster
+    keys = [f"gated-{i}" for i in range(5)]
+    results = cl.results_as_completed(client, client.map(_gated, range(5), key=keys, pure=False))
+    try:
+        assert next(results) == ("gated-0", 0)
+        results.close()
+        assert _eventually(lambda: not set(keys) & set(scheduler.tasks))
+    finally:
+        _GATE.set()
 
 
 # --- TLS -------------------------------------------------------------------------------------

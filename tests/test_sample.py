@@ -129,6 +129,23 @@ def test_walk_uses_every_item_before_any_twice():
     assert _walk(8, False, 0, 100, 30, 0).tolist() != pools[0].tolist()
 
 
+def test_grouped_walk_finishes_a_tar_before_the_next_and_uses_every_item():
+    from synth.sample import _grouped_walk
+
+    sizes = np.array([40, 0, 25, 60, 35])  # tars of uneven size, one empty
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    pools = [_grouped_walk(7, False, 0, sizes, 30, k) for k in range(16)]
+    flat = np.concatenate(pools)
+    for lap in range(2):
+        assert sorted(flat[lap * 160 : (lap + 1) * 160].tolist()) == list(range(160))
+    tars_of = [set(np.searchsorted(starts, p, side="right").tolist()) for p in pools]
+    assert max(len(t) for t in tars_of) <= 2  # ceil(30 / 25) + 1 at most, often one
+    runs = np.flatnonzero(np.diff(np.searchsorted(starts, flat[:160], side="right"))) + 1
+    assert len(runs) == 3  # one lap: each non-empty tar is one unbroken run of the walk
+    np.testing.assert_array_equal(_grouped_walk(7, False, 0, sizes, 30, 5), pools[5])
+    assert _grouped_walk(8, False, 0, sizes, 30, 0).tolist() != pools[0].tolist()
+
+
 def _pooled(mode: str, n: int, shard: int, mix: dict[str, float]):
     m = default_manifest(n=n, size=(48, 64), seed=5)
     return parse_manifest(

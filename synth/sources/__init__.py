@@ -21,6 +21,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "samples": ("synth.sources.samples", "SampleSource"),
     "plain": ("synth.sources.plain", "PlainImages"),
     "proposals": ("synth.sources.proposals", "ProposalFolder"),
+    "sa1b": ("synth.sources.sa1b", "Sa1bSource"),
 }
 
 _TEXTURES: dict[str, tuple[str, str]] = {
@@ -52,7 +53,28 @@ def create_texture_source(kind: str, **kwargs: Any) -> TextureSource:
     return _create(_TEXTURES, "texture source", kind, kwargs)
 
 
+def index_plan(kind: str, **kwargs: Any) -> Any:
+    """The per-shard index work a source needs before it opens, or None when it needs none.
+
+    Sources stored as many shards (``sa1b``: tars) are indexed by the build's cluster, one task
+    per shard, before the shard tasks run (``synth.index.cluster``); this asks the source's
+    class which shards are left, checking ``kwargs`` as ``create_source`` does.
+
+    Raises:
+        ConfigError: unknown kind, unknown or missing arguments.
+        SourceError: the source's files cannot be listed (raised by the source itself).
+    """
+    cls = _class(_SOURCES, "source", kind, kwargs)
+    plan = getattr(cls, "index_plan", None)
+    return None if plan is None else plan(**kwargs)
+
+
 def _create(table: dict[str, tuple[str, str]], what: str, kind: str, kwargs: dict[str, Any]) -> Any:
+    return _class(table, what, kind, kwargs)(**kwargs)
+
+
+def _class(table: dict[str, tuple[str, str]], what: str, kind: str, kwargs: dict[str, Any]) -> Any:
+    """The class registered for ``kind``, once ``kwargs`` fit its signature."""
     if kind not in table:
         raise ConfigError(f"{what} kind {kind!r} is unknown; use one of {', '.join(sorted(table))}")
     module, name = table[kind]
@@ -75,7 +97,7 @@ def _create(table: dict[str, tuple[str, str]], what: str, kind: str, kwargs: dic
     )
     if missing:
         raise ConfigError(f"{what} {kind!r}: missing field(s) {', '.join(missing)}")
-    return cls(**kwargs)
+    return cls
 
 
 __all__ = [
@@ -87,4 +109,5 @@ __all__ = [
     "TextureSource",
     "create_source",
     "create_texture_source",
+    "index_plan",
 ]

@@ -41,7 +41,9 @@ from synth.sources._io import (
     read_bytes,
 )
 from synth.sources.base import Instance, SourceImage
-from synth.sources.resize import check_size, nearest_indices, resize_rgb
+from synth.sources.filters import check_instance_filters, keep_instances
+from synth.sources.resize import check_size, resize_rgb
+from synth.sources.rle import sample_rles
 
 INDEX_VERSION = 1
 _PREFIX_BYTES = 1 << 20
@@ -254,13 +256,7 @@ class CocoSource:
         strict: bool = False,
         name: str = "coco",
     ) -> None:
-        if not 0.0 <= min_area_frac <= max_area_frac <= 1.0:
-            raise ConfigError(
-                f"min_area_frac={min_area_frac}, max_area_frac={max_area_frac}: "
-                "need 0 <= min_area_frac <= max_area_frac <= 1"
-            )
-        if min_side < 0:
-            raise ConfigError(f"min_side={min_side}: must be >= 0 pixels")
+        check_instance_filters(min_area_frac, max_area_frac, min_side)
         self.name = name
         self.ann_file = absolute(str(ann_file))
         self.image_root = absolute(str(image_root))
@@ -324,11 +320,15 @@ class CocoSource:
         if self._usable is None:
             idx = self._index
             image_area = idx.heights.astype(np.float64) * idx.widths.astype(np.float64)
-            frac = idx.areas / image_area[idx.annotation_image()]
             ok = ~np.asarray(idx.iscrowd, bool)
-            ok &= (frac >= self.min_area_frac) & (frac <= self.max_area_frac)
-            if self.min_side > 0:
-                ok &= np.minimum(idx.bboxes[:, 2], idx.bboxes[:, 3]) >= self.min_side
+            ok &= keep_instances(
+                idx.areas,
+                idx.bboxes,
+                image_area[idx.annotation_image()],
+                min_area_frac=self.min_area_frac,
+                max_area_frac=self.max_area_frac,
+                min_side=self.min_side,
+            )
             if self.categories is not None:
                 ok &= np.isin(idx.category_ids, np.asarray(self.categories, np.int64))
             self._usable = ok
@@ -413,7 +413,17 @@ class CocoSource:
         wanted = np.concatenate([usable, crowd])
         if wanted.size == 0:
             return SourceImage(key=self.image_key(i), image=image)
-        masks = _sample_rles(idx, start, stop, wanted, (h, w), (H, W))
+        lo, hi = int(idx.rle_offsets[start]), int(idx.rle_offsets[stop])
+        masks = sample_rles(
+            np.asarray(idx.rles[lo:hi]),
+            np.asarray(idx.rle_offsets[start : stop + 1], np.int64) - lo,
+            idx.bboxes[start:stop],
+            wanted,
+            (h, w),
+            (H, W),
+            ann_ids=idx.ann_ids[start:stop],
+            source=idx.source,
+        )
         instances = []
         for k, a in enumerate(usable.tolist()):
             if masks[k].any():
@@ -445,103 +455,6 @@ class CocoSource:
                 f"{h}x{w}; fix the file or its 'height'/'width'"
             )
         return i, bgr
-
-
-def _rle_run_ends(chars: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode several COCO compressed-RLE strings at once into cumulative run ends.
-
-    Mirrors pycocotools' ``rleFrString``: a count is a little-endian series of 5-bit groups
-    (char - 48; bit 0x20 = another group follows, bit 0x10 of the last group = negative), and
-    every count after the third is stored as a delta to the count two places back.
-
-    Args:
-        chars: the strings concatenated (uint8).
-        offsets: int64 [k+1] string boundaries within ``chars``.
-
-    Returns:
-        ``ends`` (int64, every run's end position, column-major, per string) and ``first``
-        (int64 [k+1], the first run of each string within ``ends``).
-    """
-    c = chars.astype(np.int64) - 48
-    last = np.flatnonzero((c & 0x20) == 0)
-    start = np.empty_like(last)
-    start[:1] = 0
-    start[1:] = last[:-1] + 1
-    group = np.arange(c.size) - np.repeat(start, last - start + 1)
-    values = np.add.reduceat((c & 0x1F) << (5 * group), start) if start.size else start
-    negative = (c[last] & 0x10) != 0
-    values[negative] -= np.left_shift(1, 5 * (group[last[negative]] + 1))
-    first = np.searchsorted(start, offsets)
-    runs = np.diff(first)
-    m = np.arange(values.size) - np.repeat(first[:-1], runs)
-    odd = (m & 1) == 1
-    odd_sums = _segment_cumsum(np.where(odd, values, 0), first, runs)
-    even_sums = _segment_cumsum(np.where(~odd & (m >= 2), values, 0), first, runs)
-    counts = np.where(m == 0, values, np.where(odd, odd_sums, even_sums))
-    return _segment_cumsum(counts, first, runs), first
-
-
-def _segment_cumsum(x: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Cumulative sum of ``x`` restarting at every segment (``first[:-1]``, ``lengths``)."""
-    total = np.concatenate([[0], np.cumsum(x)])
-    return total[1:] - np.repeat(total[first[:-1]], lengths)
-
-
-def _sample_rles(
-    idx: CocoIndex,
-    start: int,
-    stop: int,
-    wanted: np.ndarray,
-    hw: tuple[int, int],
-    size: tuple[int, int],
-) -> np.ndarray:
-    """Nearest-neighbour samples at ``size`` of annotations ``start + wanted`` of one image.
-
-    Every output pixel is looked up in its annotation's run ends (one ``searchsorted`` for all
-    of them); only pixels inside the annotation's box are looked up, the rest stay False.
-
-    Returns:
-        bool [len(wanted), H, W], one C-contiguous mask per wanted annotation.
-
-    Raises:
-        SourceError: an RLE does not cover exactly ``h * w`` pixels.
-    """
-    (h, w), (H, W) = hw, size
-    lo = int(idx.rle_offsets[start])
-    offsets = np.asarray(idx.rle_offsets[start : stop + 1], np.int64) - lo
-    ends, first = _rle_run_ends(np.asarray(idx.rles[lo : lo + int(offsets[-1])]), offsets)
-    totals = ends[first[1:] - 1]
-    if (totals != h * w).any():
-        j = start + int(np.flatnonzero(totals != h * w)[0])
-        raise SourceError(
-            f"{idx.source}: annotation {int(idx.ann_ids[j])} RLE covers "
-            f"{int(totals[j - start])} pixels, not {h}x{w}; fix or drop it"
-        )
-    rows, cols = nearest_indices(h, H), nearest_indices(w, W)
-    shift = np.repeat(np.arange(stop - start, dtype=np.int64) * (h * w), np.diff(first))
-    ends += shift
-    boxes = np.asarray(idx.bboxes[start:stop], np.float64)[wanted]
-    xs = np.searchsorted(cols, np.concatenate([boxes[:, 0], boxes[:, 0] + boxes[:, 2]]))
-    ys = np.searchsorted(rows, np.concatenate([boxes[:, 1], boxes[:, 1] + boxes[:, 3]]))
-    n = wanted.size
-    spans = list(
-        zip(ys[:n].tolist(), ys[n:].tolist(), xs[:n].tolist(), xs[n:].tolist(), strict=True)
-    )
-    col_pos, base = cols * h, wanted * (h * w)
-    queries = [
-        np.add.outer(col_pos[x0:x1] + b, rows[y0:y1]).ravel()
-        for (y0, y1, x0, x1), b in zip(spans, base.tolist(), strict=True)
-    ]
-    sizes = [q.size for q in queries]
-    runs = np.searchsorted(ends, np.concatenate(queries), side="right")
-    runs -= np.repeat(first[wanted], sizes)
-    bits = (runs & 1).astype(bool)
-    out = np.zeros((wanted.size, H, W), bool)
-    pos = 0
-    for k, ((y0, y1, x0, x1), count) in enumerate(zip(spans, sizes, strict=True)):
-        out[k, y0:y1, x0:x1] = bits[pos : pos + count].reshape(x1 - x0, y1 - y0).T
-        pos += count
-    return out
 
 
 def find_self_intersection(xy: np.ndarray) -> tuple[float, float] | None:

@@ -16,6 +16,12 @@ Masks must have the image's size. Images are listed non-recursively and sorted b
 index ``i`` is the same file everywhere; ``<name>`` (the file stem) must be unique. A missing,
 unreadable or mis-sized mask raises ``SourceError`` from ``load`` naming the file, so the builder
 can skip that image and report it.
+
+``min_area_frac``, ``max_area_frac`` and ``min_side`` drop instances as the COCO source does (area
+as a fraction of the image area; smallest side of the instance's bounding box, in pixels). They
+are applied in ``load``, as instances are only known once a mask is decoded; an image left
+without instances loads like a COCO image without usable ones (object edits skip it and the
+builder retries with another image).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from synth.sources._io import (
     read_rgb,
 )
 from synth.sources.base import Instance, SourceImage
+from synth.sources.filters import check_instance_filters, keep_instances
 
 Layout = Literal["auto", "instance_png", "per_object"]
 IGNORE_ID = 255
@@ -53,17 +60,34 @@ class FolderSource:
     Args:
         root: local path or fsspec URL holding ``images/`` and ``masks/``.
         layout: ``"instance_png"``, ``"per_object"`` or ``"auto"`` (detect from ``masks/``).
+        min_area_frac: smallest usable instance, as a fraction of the image area.
+        max_area_frac: largest usable instance, as a fraction of the image area.
+        min_side: smallest usable instance bounding-box side, in pixels.
         name: prefix of the image keys (``"<name>:<stem>"``).
 
     Raises:
         SourceError: ``images/`` or ``masks/`` is missing, ``masks/`` mixes both layouts, or
             two images share a stem.
-        ConfigError: ``layout`` is not one of the names above.
+        ConfigError: ``layout`` is not one of the names above, or a filter value is out of
+            range.
     """
 
-    def __init__(self, root: str, *, layout: Layout = "auto", name: str = "folder") -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        layout: Layout = "auto",
+        min_area_frac: float = 0.0,
+        max_area_frac: float = 1.0,
+        min_side: int = 0,
+        name: str = "folder",
+    ) -> None:
         if layout not in _LAYOUTS:
             raise ConfigError(f"layout={layout!r}: use one of {', '.join(_LAYOUTS)}")
+        check_instance_filters(min_area_frac, max_area_frac, min_side)
+        self.min_area_frac = float(min_area_frac)
+        self.max_area_frac = float(max_area_frac)
+        self.min_side = int(min_side)
         self.root = absolute(str(root)).rstrip("/")
         self.name = name
         images_dir, masks_dir = join(self.root, "images"), join(self.root, "masks")
@@ -110,23 +134,59 @@ class FolderSource:
         return f"{self.name}:{self._stems[index]}"
 
     def instance_counts(self) -> np.ndarray | None:
-        """Mask files per image (``per_object``); ``None`` for ``instance_png`` (needs decoding)."""
+        """Mask files per image (``per_object``); ``None`` for ``instance_png`` (needs decoding).
+
+        With instance filters set this is an upper bound: which masks pass is only known once
+        they are decoded, so an image whose masks all fail loads without instances.
+        """
         if self.layout != "per_object":
             return None
         return np.array([len(self._object_masks.get(s, ())) for s in self._stems], np.int32)
 
     def fingerprint(self) -> str:
-        """Changes when file names, file sizes or the layout change."""
-        return fingerprint_of(
+        """Changes when file names, file sizes, the layout or the instance filters change.
+
+        Filters at their defaults are left out, so stores built before they existed keep
+        their fingerprint.
+        """
+        parts: list[object] = [
             "folder",
             self.layout,
             self._images,
             self._mask_files,
             sorted(self._object_masks.items()),
+        ]
+        if self._filtered:
+            parts.append(("filters", self.min_area_frac, self.max_area_frac, self.min_side))
+        return fingerprint_of(*parts)
+
+    @property
+    def _filtered(self) -> bool:
+        return (self.min_area_frac, self.max_area_frac, self.min_side) != (0.0, 1.0, 0)
+
+    def _usable(self, mask: np.ndarray) -> bool:
+        """Whether ``mask`` passes the area and side filters (as ``CocoSource.usable_mask``)."""
+        if not self._filtered:
+            return True
+        h, w = mask.shape
+        box = np.zeros(4, np.int64)  # (x, y, w, h); an empty mask keeps sides 0
+        if self.min_side > 0:
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if rows.size:
+                box[:] = (cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
+        return bool(
+            keep_instances(
+                float(np.count_nonzero(mask)),
+                box,
+                float(h) * float(w),
+                min_area_frac=self.min_area_frac,
+                max_area_frac=self.max_area_frac,
+                min_side=self.min_side,
+            )
         )
 
     def load(self, index: int) -> SourceImage:
-        """Decode image ``index`` and its masks.
+        """Decode image ``index`` and its masks; instances failing the filters are left out.
 
         Raises:
             IndexError: ``index`` is out of range.
@@ -154,9 +214,13 @@ class FolderSource:
         ignore = ids == IGNORE_ID
         labels = np.unique(ids)
         instances = tuple(
-            Instance(mask=ids == k, category=0, ann_id=int(k))
-            for k in labels
-            if k not in (0, IGNORE_ID)
+            inst
+            for inst in (
+                Instance(mask=ids == k, category=0, ann_id=int(k))
+                for k in labels
+                if k not in (0, IGNORE_ID)
+            )
+            if self._usable(inst.mask)
         )
         return instances, (ignore if ignore.any() else None)
 
@@ -172,7 +236,8 @@ class FolderSource:
             mask = _read_mask(url, shape) != 0
             if not mask.any():
                 raise SourceError(f"{url}: mask is empty; delete it or draw the object")
-            out.append(Instance(mask=mask, category=0, ann_id=k))
+            if self._usable(mask):
+                out.append(Instance(mask=mask, category=0, ann_id=k))
         return tuple(out)
 
 

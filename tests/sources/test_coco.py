@@ -9,19 +9,17 @@ import cv2
 import fsspec
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from synth.errors import ConfigError, SourceError
 from synth.sources.base import ImageSource, SourceImage
 from synth.sources.coco import (
     CocoIndex,
     CocoSource,
-    _rle_run_ends,
-    _sample_rles,
     find_self_intersection,
     find_self_intersections,
 )
 from synth.sources.resize import resize_source_image
+from synth.sources.rle import sample_rles
 from tests.coco_fixture import MALFORMED_CASES, write_coco_fixture
 
 # pycocotools under numpy 2; synth.sources.coco silences it outside pytest.
@@ -364,37 +362,22 @@ def test_load_resized_errors(bad):
             source.load_resized(keys.index(f"coco:{name.split('.')[0]}"), (8, 8))
 
 
-def test_rle_strings_decode_like_pycocotools():
-    rng = np.random.default_rng(5)
-    # Empty, full, one 307200-px run (4 groups), a diagonal, noise (negative deltas), blobs.
-    masks = [np.zeros((7, 5), bool), np.ones((7, 5), bool), np.zeros((480, 640), bool)]
-    masks += [np.eye(700, 900, dtype=bool), rng.random((300, 400)) < 0.5]
-    for _ in range(20):
-        m = np.zeros((int(rng.integers(1, 120)), int(rng.integers(1, 120))), np.uint8)
-        for _ in range(int(rng.integers(0, 4))):
-            x, y = int(rng.integers(0, m.shape[1])), int(rng.integers(0, m.shape[0]))
-            cv2.circle(m, (x, y), int(rng.integers(1, 60)), 1, -1)
-        masks.append(m.astype(bool))
-    for group in (masks[:5], masks[5:]):
-        rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in group]
-        strings = [r["counts"] for r in rles]
-        offsets = np.cumsum([0] + [len(t) for t in strings])
-        chars = np.frombuffer(b"".join(strings), np.uint8)
-        ends, first = _rle_run_ends(chars, offsets)
-        for k, m in enumerate(group):
-            run_ends = ends[first[k] : first[k + 1]]
-            lengths = np.diff(run_ends, prepend=0)
-            assert run_ends[-1] == m.size and (lengths >= 0).all()
-            flat = np.repeat(np.arange(lengths.size) % 2, lengths).astype(bool)
-            np.testing.assert_array_equal(flat, m.ravel(order="F"))
-
-
 def test_rle_not_covering_the_image_is_source_error(src):
     index = src.index
     start, stop = int(index.ann_offsets[0]), int(index.ann_offsets[1])
     h, w = int(index.heights[0]), int(index.widths[0])
+    lo, hi = int(index.rle_offsets[start]), int(index.rle_offsets[stop])
     with pytest.raises(SourceError, match="RLE covers"):
-        _sample_rles(index, start, stop, np.arange(stop - start), (h + 1, w), (8, 8))
+        sample_rles(
+            np.asarray(index.rles[lo:hi]),
+            np.asarray(index.rle_offsets[start : stop + 1], np.int64) - lo,
+            index.bboxes[start:stop],
+            np.arange(stop - start),
+            (h + 1, w),
+            (8, 8),
+            ann_ids=index.ann_ids[start:stop],
+            source=index.source,
+        )
 
 
 @pytest.mark.parametrize(

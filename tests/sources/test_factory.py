@@ -14,7 +14,7 @@ from tests.coco_fixture import write_coco_fixture
 
 
 def test_kinds():
-    assert SOURCE_KINDS == ("coco", "folder", "plain", "proposals", "samples")
+    assert SOURCE_KINDS == ("coco", "folder", "plain", "proposals", "sa1b", "samples")
     assert TEXTURE_KINDS == ("folder", "samples")
 
 

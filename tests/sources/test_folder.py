@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,10 @@ from PIL import Image
 from skimage import data
 
 from synth.errors import ConfigError, SourceError
+from synth.manifest import parse_manifest
+from synth.sample import Catalog, realize
+from synth.sources import create_source
+from synth.sources._io import fingerprint_of
 from synth.sources.base import ImageSource
 from synth.sources.folder import FolderSource
 
@@ -174,3 +179,149 @@ def test_structure_errors(tmp_path):
     cv2.imwrite(str(root / "images" / "a_astro.png"), _photo("camera"))
     with pytest.raises(SourceError, match="share the name 'a_astro'"):
         FolderSource(str(root))
+
+
+# --- instance filters (min_area_frac, max_area_frac, min_side), as on the COCO source ---------
+
+
+def _filter_ids() -> np.ndarray:
+    """Three objects of 48x64 = 3072 px: a 4x4 speck, a 2 px thin line, a large block."""
+    ids = np.zeros(HW, np.uint8)
+    ids[0:4, 0:4] = 1  # 16 px = 0.0052 of the image, sides 4
+    ids[6:8, 10:50] = 2  # 80 px = 0.026, sides 2 and 40
+    ids[12:42, 5:55] = 3  # 1500 px = 0.488, sides 30 and 50
+    ids[44:48, 60:64] = 255
+    return ids
+
+
+def _write_filter_fixture(root: Path, layout: str) -> Path:
+    """a_astro holds the three objects; b_coffee only the speck."""
+    _write_images(root)
+    ids = _filter_ids()
+    speck = np.where(ids == 1, 1, 0).astype(np.uint8)
+    if layout == "instance_png":
+        (root / "masks").mkdir()
+        cv2.imwrite(str(root / "masks" / "a_astro.png"), ids)
+        cv2.imwrite(str(root / "masks" / "b_coffee.png"), speck)
+    else:
+        for stem in ("a_astro", "b_coffee"):
+            (root / "masks" / stem).mkdir(parents=True)
+        for k in (1, 2, 3):
+            cv2.imwrite(str(root / "masks" / "a_astro" / f"o{k}.png"), (ids == k).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / "b_coffee" / "o1.png"), speck * 255)
+    return root
+
+
+def _kept(src: FolderSource) -> list[list[int]]:
+    return [[inst.ann_id for inst in src.load(i).instances] for i in range(len(src))]
+
+
+@pytest.mark.parametrize("layout", ["instance_png", "per_object"])
+@pytest.mark.parametrize(
+    ("kwargs", "want"),
+    [
+        ({}, [[1, 2, 3], [1]]),
+        ({"min_area_frac": 0.0, "max_area_frac": 1.0, "min_side": 0}, [[1, 2, 3], [1]]),
+        ({"min_area_frac": 0.01}, [[2, 3], []]),  # the 16 px speck is 0.5% of the image
+        ({"min_area_frac": 16 / 3072}, [[1, 2, 3], [1]]),  # the bound itself is kept
+        ({"max_area_frac": 0.4}, [[1, 2], [1]]),  # the block is 49%
+        ({"min_side": 3}, [[1, 3], [1]]),  # the line is 2 px tall
+        ({"min_side": 5}, [[3], []]),
+        ({"min_area_frac": 0.6}, [[], []]),
+    ],
+)
+def test_filters_drop_instances_in_both_layouts(tmp_path, layout, kwargs, want):
+    root = _write_filter_fixture(tmp_path, layout)
+    src = FolderSource(str(root), layout=layout, **kwargs)
+    assert _kept(src) == want
+    ids = _filter_ids()
+    item = src.load(0)
+    for inst in item.instances:  # kept masks and ann ids are those of the unfiltered source
+        np.testing.assert_array_equal(inst.mask, ids == inst.ann_id)
+    if layout == "instance_png":  # the ignore region is not a filter's business
+        np.testing.assert_array_equal(item.ignore, ids == 255)
+        assert src.instance_counts() is None
+    else:
+        assert src.instance_counts().tolist() == [3, 1]  # an upper bound: files per image
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"min_area_frac": 0.5, "max_area_frac": 0.1}, "min_area_frac=0.5, max_area_frac=0.1"),
+        ({"min_area_frac": -0.1}, "min_area_frac=-0.1"),
+        ({"max_area_frac": 1.5}, "max_area_frac=1.5"),
+        ({"min_side": -1}, "min_side=-1"),
+    ],
+)
+def test_bad_filter_values_are_one_line_config_errors(tmp_path, kwargs, field):
+    root = _write_filter_fixture(tmp_path, "per_object")
+    with pytest.raises(ConfigError) as e:
+        FolderSource(str(root), **kwargs)
+    assert field in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        create_source("folder", root=str(root), **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["instance_png", "per_object"])
+def test_unset_filters_keep_the_fingerprint(tmp_path, layout):
+    root = _write_filter_fixture(tmp_path, layout)
+    src = FolderSource(str(root))
+    # The recipe before the filters existed: stores built then must keep their fingerprint.
+    before = fingerprint_of(
+        "folder", src.layout, src._images, src._mask_files, sorted(src._object_masks.items())
+    )
+    assert src.fingerprint() == before
+    defaults = FolderSource(str(root), min_area_frac=0, max_area_frac=1, min_side=0)
+    assert defaults.fingerprint() == before
+    changed = {
+        FolderSource(str(root), **kw).fingerprint()
+        for kw in ({"min_area_frac": 0.01}, {"max_area_frac": 0.5}, {"min_side": 3})
+    }
+    assert len(changed) == 3 and before not in changed
+    filtered = FolderSource(str(root), min_side=3)
+    clone = pickle.loads(pickle.dumps(filtered))
+    assert clone.fingerprint() == filtered.fingerprint() and _kept(clone) == _kept(filtered)
+
+
+def _manifest(root: Path, **options: object) -> dict:
+    return {
+        "n": 8,
+        "size": 64,
+        "seed": 3,
+        "shard_size": 8,
+        "mix": {"disappearance_inpaint": 1.0},
+        "sources": {"images": [{"name": "mine", "kind": "folder", "root": str(root), **options}]},
+    }
+
+
+def test_filters_round_trip_through_a_manifest(tmp_path):
+    root = _write_filter_fixture(tmp_path, "per_object")
+    opts = {"min_area_frac": 0.01, "max_area_frac": 0.9, "min_side": 3}
+    m = parse_manifest(_manifest(root, **opts), base_dir=None)
+    assert dict(m.images[0].options) == {"root": str(root), **opts}
+    spec = m.to_dict()["sources"]["images"][0]
+    assert {k: spec[k] for k in opts} == opts
+    assert parse_manifest(m.to_dict(), base_dir=None) == m
+    plain = parse_manifest(_manifest(root), base_dir=None)
+    assert "min_side" not in plain.to_dict()["sources"]["images"][0]
+    assert m.fingerprint() != plain.fingerprint()
+    opened, unfiltered = Catalog.open(m).images[0], Catalog.open(plain).images[0]
+    assert _kept(opened) == [[3], []]
+    assert opened.fingerprint() != unfiltered.fingerprint()
+    assert unfiltered.fingerprint() == FolderSource(str(root), name="mine").fingerprint()
+
+
+def test_an_image_without_usable_instances_is_skipped_not_fatal(tmp_path):
+    # b_coffee's only object (the speck) is filtered out: its file count still makes it a
+    # candidate, so the object edit skips it and the builder retries with a_astro.
+    root = _write_filter_fixture(tmp_path, "per_object")
+    m = parse_manifest(_manifest(root, min_area_frac=0.01), base_dir=None)
+    cat = Catalog.open(m)
+    retries = 0
+    for i in range(m.n):
+        spec, triple, skipped, r = realize(m, cat, i)
+        retries += r
+        assert not skipped and spec.base.index == 0
+        assert set(triple.info["removed"]) <= {2, 3}
+    assert retries > 0

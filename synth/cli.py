@@ -9,9 +9,11 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from synth.errors import SynthError
 from synth.train.config import LOSSES, SCHEDULES, AugConfig, TrainConfig
+from synth.train.presets import PRESETS, apply_preset, get_preset
 
 
 class _Group(click.Group):
@@ -385,6 +387,15 @@ def _floats(text: str) -> tuple[float, ...]:
 #: torch), so the command and the config a script builds can never disagree.
 @main.command("train")
 @click.argument("store")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+    help="A measured recipe; options given on the command line override it. "
+    + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+    + ".",
+)
 @click.option("--out", "-o", required=True, help="Output folder: checkpoints, metrics, config.")
 @click.option("--val-store", default=None, help="Separate validation store.")
 @click.option(
@@ -419,6 +430,14 @@ def _floats(text: str) -> tuple[float, ...]:
     show_default=True,
     help="Encoder levels whose nearest-prompt distance (the floor) the model gets as input "
     "and as a logit prior, e.g. 1,2,3,4; empty = the paper's model.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["concat", "difference"]),
+    default=TrainConfig.fusion,
+    show_default=True,
+    help="Decoder input: query and aligned prompt features (the paper), or only their "
+    "difference (no query-only cue).",
 )
 @click.option(
     "--batch-size", default=TrainConfig.batch_size, show_default=True, help="Per process."
@@ -511,6 +530,15 @@ def _floats(text: str) -> tuple[float, ...]:
 )
 @click.option("--swap-p", default=AugConfig.swap_p, show_default=True, help="P(prompt/query swap).")
 @click.option("--swap-kinds", default="", help="Kinds allowed to swap (default: all).")
+@click.option(
+    "--misalign-kinds", default="", help="Kinds whose prompt may be warped (default: all)."
+)
+@click.option(
+    "--ignore-unseen/--no-ignore-unseen",
+    default=AugConfig.ignore_unseen,
+    show_default=True,
+    help="Leave query content the warped prompt does not show out of the loss.",
+)
 @click.option("--flip/--no-flip", default=AugConfig.flip, show_default=True, help="Shared flips.")
 def train_cmd(store: str, **kw) -> None:
     """Train MetaUAS on the synth STORE (defaults: the paper's setting)."""
@@ -528,8 +556,11 @@ def train_cmd(store: str, **kw) -> None:
         swap_p=kw.pop("swap_p"),
         swap_kinds=tuple(k for k in kw.pop("swap_kinds").split(",") if k),
         flip=kw.pop("flip"),
+        misalign_kinds=tuple(k for k in kw.pop("misalign_kinds").split(",") if k),
+        ignore_unseen=kw.pop("ignore_unseen"),
     )
     gpus = kw.pop("gpus")
+    preset = get_preset(kw.pop("preset"))
     config = TrainConfig(
         store=store,
         aug=aug,
@@ -540,6 +571,9 @@ def train_cmd(store: str, **kw) -> None:
         distance_levels=tuple(int(c) for c in _floats(kw.pop("distance_levels"))),
         **kw,
     )
+    ctx = click.get_current_context()
+    typed = [n for n in ctx.params if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    config = apply_preset(config, preset, typed)
     result = launch(config, gpus)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in result.val.items())
     click.echo(f"trained {result.step} steps -> {result.checkpoint}")
@@ -561,6 +595,15 @@ def train_cmd(store: str, **kw) -> None:
 @_encoder_weights
 @click.option("--size", default=256, show_default=True, help="Input size of --baseline.")
 @click.option("--out", "-o", required=True, help="Heat map file, or folder for folders.")
+@click.option(
+    "--raw",
+    type=click.Choice(["npy", "png16", "none"]),
+    default="npy",
+    show_default=True,
+    help="Raw score map next to each heat map NAME.png, before colour mapping: npy = float32 "
+    "NAME.raw.npy as the model returns it; png16 = 16-bit NAME.raw.png and NAME.raw.json "
+    "(score = offset + value / 65535 * scale); none = heat maps only.",
+)
 @click.option("--device", default="auto", show_default=True)
 def predict_cmd(
     prompt: str,
@@ -571,9 +614,14 @@ def predict_cmd(
     encoder_weights: str,
     size: int,
     out: str,
+    raw: str,
     device: str,
 ) -> None:
-    """Anomaly heat map and image score (map maximum) of query vs prompt."""
+    """Anomaly heat map, raw score map and image score (map maximum) of query vs prompt.
+
+    Prints query, score and heat map per pair; for folders, OUT/scores.csv also lists the raw
+    maps and their 16-bit offset/scale.
+    """
     from synth.errors import ConfigError
     from synth.evaluation.predictor import load_baseline
     from synth.train.predict import predict_files
@@ -581,7 +629,7 @@ def predict_cmd(
     if (checkpoint is None) == (baseline is None):
         raise ConfigError("give --checkpoint or --baseline feature-distance (one of them)")
     predictor = checkpoint or load_baseline(baseline, encoder, encoder_weights, size, None, device)
-    for r in predict_files(predictor, prompt, query, out, device=device):
+    for r in predict_files(predictor, prompt, query, out, device=device, raw=raw):
         click.echo(f"{r.query}\t{r.score:.4f}\t{r.heatmap}")
 
 

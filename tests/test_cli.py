@@ -161,3 +161,43 @@ def test_train_defaults_are_the_configs(monkeypatch):
     assert seen["config"] == TrainConfig(store="s.zarr", out="runs/x") and seen["gpus"] == 1
     assert _run("train", "s.zarr", "--out", "o", "--distance-levels", "1,2,3,4").exit_code == 0
     assert seen["config"].distance_levels == (1, 2, 3, 4)
+
+
+def test_train_preset_sets_its_fields_and_typed_options_win(monkeypatch):
+    """``--preset cpu`` trains the recipe the learning benchmark measured; an option typed on
+    the command line still overrides the preset, and ``--help`` names every preset."""
+    import dataclasses
+
+    import synth.train.loop as loop
+    from synth.train.config import TrainConfig
+    from synth.train.presets import PRESETS
+
+    seen = {}
+
+    def launch(config, gpus):
+        seen.update(config=config)
+        return SimpleNamespace(step=0, checkpoint="runs/x/last.pt", val={})
+
+    monkeypatch.setattr(loop, "launch", launch)
+    cpu = PRESETS["cpu"]
+    assert _run("train", "s.zarr", "--out", "o", "--preset", "cpu").exit_code == 0
+    base = TrainConfig(store="s.zarr", out="o")
+    want = dataclasses.replace(base, **cpu.train, aug=dataclasses.replace(base.aug, **cpu.aug))
+    assert seen["config"] == want and seen["config"].aug.ignore_unseen
+    args = ["--preset", "cpu", "--lr", "1e-3", "--elastic", "0.2", "--fusion", "difference"]
+    assert _run("train", "s.zarr", "--out", "o", *args).exit_code == 0
+    got = seen["config"]
+    assert (got.lr, got.aug.elastic, got.fusion) == (1e-3, 0.2, "difference")
+    assert got.size == cpu.train["size"] and got.aug.misalign_p == cpu.aug["misalign_p"]
+    nuisance = ["--misalign-kinds", "exchange,appearance_paste", "--ignore-unseen"]
+    assert cpu.aug["misalign_kinds"] != ("exchange", "appearance_paste")
+    assert _run("train", "s.zarr", "--out", "o", *nuisance).exit_code == 0
+    assert seen["config"].aug.misalign_kinds == ("exchange", "appearance_paste")
+    assert seen["config"].aug.ignore_unseen
+    # the paper preset is TrainConfig's own defaults
+    assert _run("train", "s.zarr", "--out", "o", "--preset", "paper").exit_code == 0
+    assert seen["config"] == base
+    help_text = " ".join(_run("train", "--help").output.split())
+    assert all(f"{name}:" in help_text for name in PRESETS)
+    bad = _run("train", "s.zarr", "--out", "o", "--preset", "gpu")
+    assert bad.exit_code == 2 and "'gpu' is not one of" in bad.output

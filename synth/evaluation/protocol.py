@@ -367,6 +367,7 @@ def run_eval(
     overlays: int = 3,
     progress: bool = True,
     meta: dict | None = None,
+    on_maps: Callable[[str, int, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Evaluate a predictor on a benchmark with the one-prompt protocol.
 
@@ -387,6 +388,10 @@ def run_eval(
         overlays: how many best and how many worst cases per category.
         progress: show a tqdm bar over test images.
         meta: extra provenance stored in ``config`` (e.g. the checkpoint path).
+        on_maps: called as ``on_maps(category, run_index, maps, masks, labels)`` once the maps
+            (N, H, W) float32 of a (category, run) are computed, with the bool masks (N, H, W)
+            and int labels (N,) they are scored against, e.g. to keep a compact summary for
+            :mod:`synth.evaluation.paired` without holding every map.
     """
     if convention not in CONVENTIONS:
         raise ConfigError(f"--convention must be standard or paper, got {convention!r}")
@@ -448,6 +453,8 @@ def run_eval(
                     prompt_images=prompt_images,
                     on_batch=bar.update,
                 )
+                if on_maps is not None:
+                    on_maps(cat.name, r, maps, masks, labels)
                 m = evaluate_category(maps, masks, labels, convention, image_score, topk_frac)
                 result.per_run[r][cat.name] = m.values
                 result.notes.extend(f"{run.label}, {cat.name}: {n}" for n in m.notes)

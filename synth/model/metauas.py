@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from synth.errors import ConfigError
@@ -21,6 +22,8 @@ from synth.model.feature_distance import check_levels, level_distances, mean_ups
 #: pixels (90th percentile 0.16) and 0.32 on changed ones, so the prior starts as a sensible
 #: logit (about -2 and +1), not a saturated one.
 _PRIOR_SCALE, _PRIOR_SHIFT = 10.0, 0.2
+#: How query and prompt features reach the decoder (``ModelConfig.fusion``).
+FUSIONS = ("concat", "difference")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ class ModelConfig:
             the logits through a learnable scale and shift. The decoder's head starts at zero,
             so the untrained model ranks pixels exactly as the floor does and training learns
             a correction to it. Empty: the paper's model.
+        fusion: what the decoder sees of each level. ``concat`` (the paper): the query's
+            features, next to the aligned prompt's where the level is aligned. ``difference``:
+            only how the query differs from its prompt, the channelwise ``|q - a|`` of the
+            unit-normalised query and aligned prompt features at aligned levels, and nothing of
+            the query alone (a shallower level passes only its distance channel, or no skip).
+            Raw query features let the decoder learn what *looks like* an edit in synthetic
+            data (pasted boundaries, blended textures), a saliency prior that fires on normal
+            parts of a real object; differences keep every learned cue a comparison.
     """
 
     encoder: str = "efficientnet_b4"
@@ -53,6 +64,7 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = field(default=(256, 128, 64, 64, 48))
     align_init: str = "matching"
     distance_levels: tuple[int, ...] = ()
+    fusion: str = "concat"
 
     def __post_init__(self) -> None:
         if self.align not in ALIGNMENTS:
@@ -61,6 +73,8 @@ class ModelConfig:
             raise ConfigError(
                 f"align_init {self.align_init!r}: use one of {', '.join(ALIGN_INITS)}"
             )
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"fusion {self.fusion!r}: use one of {', '.join(FUSIONS)}")
         if self.size < 32:
             raise ConfigError(f"size {self.size}: use at least 32 pixels")
         if self.align_levels < 1:
@@ -114,8 +128,7 @@ class MetaUAS(nn.Module):
             check_levels(config.distance_levels, n) if config.distance_levels else ()
         )
         fused_chans = [
-            c * (2 if i in self.fused else 1) + (i in self.distance_levels)
-            for i, c in enumerate(chans)
+            self._fused_channels(i, c) + (i in self.distance_levels) for i, c in enumerate(chans)
         ]
         self.decoder = UNetDecoder(fused_chans, list(self.config.decoder_channels))
         if self.distance_levels:
@@ -123,6 +136,12 @@ class MetaUAS(nn.Module):
             nn.init.zeros_(self.decoder.head.bias)
             self.prior_log_scale = nn.Parameter(torch.tensor(math.log(_PRIOR_SCALE)))
             self.prior_shift = nn.Parameter(torch.tensor(_PRIOR_SHIFT))
+
+    def _fused_channels(self, level: int, channels: int) -> int:
+        """Feature channels level ``level`` gives the decoder, before its distance channel."""
+        if self.config.fusion == "difference":
+            return channels if level in self.fused else 0
+        return channels * (2 if level in self.fused else 1)
 
     @property
     def embed_dim(self) -> int:
@@ -147,16 +166,24 @@ class MetaUAS(nn.Module):
     ) -> list[torch.Tensor]:
         """Per level, the query's features (the second ``batch`` rows), concatenated with the
         aligned prompt features (the first ``batch`` rows) where the level is aligned, and
-        with the level's nearest-prompt distance where ``distances`` has one."""
-        fused = []
+        with the level's nearest-prompt distance where ``distances`` has one. With
+        ``fusion="difference"`` the query and aligned prompt features are replaced by their
+        normalised absolute difference, and a level with nothing to give has no channels
+        (the decoder then upsamples past it without a skip)."""
+        difference = self.config.fusion == "difference"
+        fused: list[torch.Tensor] = []
         for i, f in enumerate(features):
             p, q = f[:batch], f[batch:]
-            parts = [q]
+            parts = [] if difference else [q]
             if str(i) in self.align:
-                parts.append(self.align[str(i)](q, p))
+                a = self.align[str(i)](q, p)
+                if difference:
+                    parts.append((F.normalize(q, dim=1) - F.normalize(a, dim=1)).abs())
+                else:
+                    parts.append(a)
             if i in distances:
                 parts.append(distances[i].to(q.dtype))
-            fused.append(torch.cat(parts, dim=1) if len(parts) > 1 else q)
+            fused.append(torch.cat(parts, dim=1) if parts else q[:, :0])
         return fused
 
     def decode(

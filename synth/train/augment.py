@@ -39,6 +39,9 @@ _CONSTANTS = {
     "corners": torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]),
 }
 _DEVICE_CONSTANTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+#: Border (normalised units, a 32nd of the size) also dropped by ``unseen``: features near
+#: the frame's edge see padding, so content just inside it matches poorly too.
+UNSEEN_MARGIN = 1 / 16
 #: Control points per side of the elastic flow: 4 gives blobs of about a third of the image
 #: that move against each other.
 ELASTIC_LATTICE = 4
@@ -124,6 +127,7 @@ def sample_params(
     kinds: torch.Tensor,
     swap_allowed: torch.Tensor,
     generator: torch.Generator,
+    misalign_allowed: torch.Tensor | None = None,
 ) -> AugParams:
     """Draw the augmentation of ``n`` samples from ``generator`` (on the batch's device).
 
@@ -133,6 +137,8 @@ def sample_params(
         kinds: (B,) int64 edit kind of each sample (index into the store's ``kinds``).
         swap_allowed: (K,) bool, whether the role swap is valid for each kind.
         generator: device generator; its state is checkpointed, so resumes replay exactly.
+        misalign_allowed: (K,) bool, whether a kind's prompt may be warped (``None``: every
+            kind). Applied after the draws, so the random stream is the same either way.
     """
     g, dev = generator, generator.device
 
@@ -160,6 +166,8 @@ def sample_params(
     jiggle = _uniform(8 * n, -2 * cfg.perspective, 2 * cfg.perspective, g, dev).view(n, 4, 2)
     warp = homography_from_points(corners, corners + jiggle) @ affine
     warped = coin(cfg.misalign_p)
+    if misalign_allowed is not None:
+        warped &= misalign_allowed[kinds.clamp(0, K - 1)] & known
     warp = torch.where(warped.view(n, 1, 1), warp, torch.eye(3, device=dev).expand(n, 3, 3))
 
     j = cfg.jitter
@@ -263,6 +271,29 @@ def apply_params(
     return prompt, query, mask.contiguous(memory_format=torch.channels_last)
 
 
+def unseen(params: AugParams, size: tuple[int, int], margin: float) -> torch.Tensor:
+    """(B, 1, H, W) bool: query pixels whose content the warped prompt does not show.
+
+    Only warped samples have any. A query pixel at x shows what the aligned prompt showed at
+    x, which the warp moves to ``warp(x)``; where that falls outside the frame (or within
+    ``margin`` of its edge, in normalised units, to cover the local flow and the encoder's
+    border effects) the query holds content with no counterpart in the prompt. No mask marks
+    it, so a loss that counted it as "unchanged" would teach that new content is no change.
+    """
+    H, W = size
+    dev = params.warp.device
+    ys = (torch.arange(H, device=dev, dtype=torch.float32) * 2 + 1) / H - 1
+    xs = (torch.arange(W, device=dev, dtype=torch.float32) * 2 + 1) / W - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, H * W, 3)
+    moved = pts @ params.warp.transpose(1, 2)
+    xy = moved[..., :2] / moved[..., 2:].clamp(min=1e-6)
+    outside = (xy.abs() > 1 - margin).any(dim=-1) | (moved[..., 2] <= 1e-6)
+    eye = torch.eye(3, device=dev)
+    warped = (params.warp - eye).abs().flatten(1).amax(dim=1) > 0
+    return (outside & warped.view(-1, 1)).view(-1, 1, H, W)
+
+
 def augment(
     prompt: torch.Tensor,
     query: torch.Tensor,
@@ -271,7 +302,15 @@ def augment(
     cfg: AugConfig,
     swap_allowed: torch.Tensor,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample and apply one batch's augmentation (see the module docstring)."""
-    params = sample_params(prompt.shape[0], cfg, kinds, swap_allowed, generator)
-    return apply_params(prompt, query, mask, params)
+    misalign_allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample and apply one batch's augmentation (see the module docstring); the fourth
+    tensor is the loss weight of each pixel: 0 where ``cfg.ignore_unseen`` drops content the
+    warped prompt does not show (``unseen``), else 1."""
+    params = sample_params(prompt.shape[0], cfg, kinds, swap_allowed, generator, misalign_allowed)
+    prompt, query, mask = apply_params(prompt, query, mask, params)
+    weight = torch.ones_like(mask)
+    if cfg.ignore_unseen:
+        margin = 2 * cfg.elastic + UNSEEN_MARGIN
+        weight = weight.masked_fill(unseen(params, tuple(mask.shape[-2:]), margin), 0.0)
+    return prompt, query, mask, weight

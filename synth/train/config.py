@@ -44,6 +44,14 @@ class AugConfig:
             the swapped pair has the same mask for every kind.
         flip: apply one random horizontal/vertical flip and 90-degree rotation to prompt,
             query and mask together.
+        misalign_kinds: edit kinds whose prompt may be warped; empty means every kind. The
+            object edits (exchange, paste, inpaint) draw scenes, where a camera or an object
+            that moved is the nuisance real pairs show; the local edits also draw flat
+            surfaces (texture bases), where a warp only adds distance peaks that look like
+            small defects.
+        ignore_unseen: leave out of the loss the query pixels whose content the warped
+            prompt does not show (it moved out of the frame): no mask marks them, and as
+            "unchanged" they would teach that new content is no change.
     """
 
     misalign_p: float = 0.5
@@ -57,6 +65,8 @@ class AugConfig:
     swap_p: float = 0.5
     swap_kinds: tuple[str, ...] = ()
     flip: bool = True
+    misalign_kinds: tuple[str, ...] = ()
+    ignore_unseen: bool = False
 
     def validate(self) -> None:
         for name in ("misalign_p", "swap_p", "gray"):
@@ -133,6 +143,7 @@ class TrainConfig:
     align_init: str = "matching"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 48)
     distance_levels: tuple[int, ...] = ()
+    fusion: str = "concat"
     batch_size: int = 128
     epochs: int = 30
     max_steps: int = 0
@@ -208,6 +219,7 @@ class TrainConfig:
             align_init=self.align_init,
             decoder_channels=tuple(self.decoder_channels),
             distance_levels=tuple(self.distance_levels),
+            fusion=self.fusion,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,7 +237,7 @@ class TrainConfig:
         if "elastic" not in aug and set(aug) >= _AUG_BEFORE_ELASTIC:
             aug["elastic"] = 0.0  # a whole config saved before the elastic flow: none was used
         _reject_unknown(AugConfig, aug, "train config aug")
-        for k in ("scale", "swap_kinds"):
+        for k in ("scale", "swap_kinds", "misalign_kinds"):
             if k in aug:
                 aug[k] = tuple(aug[k])
         for k in ("decoder_channels", "distance_levels"):

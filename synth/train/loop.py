@@ -195,11 +195,15 @@ def _datasets(config: TrainConfig, d: _Dist) -> tuple[StoreBatches, StoreBatches
     return train, val
 
 
-def _swap_allowed(config: TrainConfig, kinds: list[str], device: torch.device) -> torch.Tensor:
-    allowed = set(config.aug.swap_kinds) if config.aug.swap_kinds else set(kinds)
+def kinds_allowed(
+    field: str, chosen: tuple[str, ...], kinds: list[str], device: torch.device
+) -> torch.Tensor:
+    """(K,) bool over the store's kinds: those in ``chosen`` (every kind when it is empty), or
+    a one-line error naming ``aug.<field>`` when it names a kind the store lacks."""
+    allowed = set(chosen) if chosen else set(kinds)
     unknown = sorted(allowed - set(kinds))
     if unknown:
-        raise ConfigError(f"aug.swap_kinds: {unknown} not among the store's kinds {kinds}")
+        raise ConfigError(f"aug.{field}: {unknown} not among the store's kinds {kinds}")
     return torch.tensor([k in allowed for k in kinds] or [False], dtype=torch.bool, device=device)
 
 
@@ -247,6 +251,7 @@ def forward_backward(
     generator: torch.Generator,
     *,
     scale: float = 1.0,
+    misalign_allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One micro-batch already on the device: uint8 -> float, augmentation, forward, backward.
 
@@ -256,13 +261,13 @@ def forward_backward(
     """
     device = batch["prompt"].device
     prompt, query, mask = batch_to_float(batch, config.size, config.channels_last)
-    prompt, query, mask = augment(
-        prompt, query, mask, batch["kind"], config.aug, swap_allowed, generator
+    prompt, query, mask, weight = augment(
+        prompt, query, mask, batch["kind"], config.aug, swap_allowed, generator, misalign_allowed
     )
     valid = batch["valid"].float()
     with autocast(device, config.amp):
         logits = net(prompt, query)
-    per = per_sample_loss(config.loss, logits, mask)
+    per = per_sample_loss(config.loss, logits, mask, weight if config.aug.ignore_unseen else None)
     loss = (per * valid).sum() / valid.sum().clamp(min=1)
     (loss * scale).backward()
     return loss.detach()
@@ -305,7 +310,13 @@ class _Trainer:
             if self.val_ds is not None
             else None
         )
-        self.swap_allowed = _swap_allowed(config, self.train_ds.kind_names, self.device)
+        names, aug = self.train_ds.kind_names, config.aug
+        self.swap_allowed = kinds_allowed("swap_kinds", aug.swap_kinds, names, self.device)
+        self.misalign_allowed = (
+            kinds_allowed("misalign_kinds", aug.misalign_kinds, names, self.device)
+            if aug.misalign_kinds
+            else None
+        )
 
         torch.manual_seed(config.seed)
         self.model = MetaUAS(
@@ -464,7 +475,13 @@ class _Trainer:
         ctx = contextlib.nullcontext() if sync or self.d.world == 1 else self.net.no_sync()
         with ctx:
             return forward_backward(
-                self.net, batch, self.config, self.swap_allowed, self.gen, scale=scale
+                self.net,
+                batch,
+                self.config,
+                self.swap_allowed,
+                self.gen,
+                scale=scale,
+                misalign_allowed=self.misalign_allowed,
             )
 
     def run(self) -> TrainResult:

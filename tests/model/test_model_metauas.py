@@ -125,11 +125,23 @@ def test_matching_init_starts_soft_alignment_as_feature_matching():
         ModelConfig(align_init="zeros")
 
 
+def _assert_is_the_floor(model, prompt, query, levels) -> torch.Tensor:
+    """The model's logits are scale * (floor - shift): the floor's ranking exactly."""
+    from synth.model.feature_distance import FeatureDistance
+
+    floor = FeatureDistance(model.encoder, 64, levels=levels)
+    with torch.no_grad():
+        expected = floor(prompt, query)
+        logits = model(prompt, query)
+    scale, shift = model.prior_log_scale.exp().item(), model.prior_shift.item()
+    torch.testing.assert_close(logits, scale * (expected - shift), atol=1e-5, rtol=1e-5)
+    return logits
+
+
 def test_distance_levels_start_as_the_floor_and_then_learn():
     """The untrained model is an affine map of the training-free floor (same ranking, same
     metrics); one optimizer step makes it something else, so training is a correction to the
     floor, and the decoder sees each level's distance as an input channel."""
-    from synth.model.feature_distance import FeatureDistance
 
     torch.manual_seed(0)
     model = MetaUAS(ModelConfig(distance_levels=(1, 2, 3), **TINY))
@@ -139,16 +151,11 @@ def test_distance_levels_start_as_the_floor_and_then_learn():
         for a, b in zip(model.decoder.blocks, plain.decoder.blocks, strict=True)
     ]
     assert extra == [1, 1, 1, 0, 0]  # a channel wherever a level with a distance joins
-    floor = FeatureDistance(model.encoder, 64, levels=(1, 2, 3))
     prompt = torch.rand(2, 3, 64, 64)
     query = prompt.clone()
     query[:, :, 16:40, 20:44] = torch.rand(2, 3, 24, 24)
     model.eval()
-    with torch.no_grad():
-        expected = floor(prompt, query)
-        logits = model(prompt, query)
-    scale, shift = model.prior_log_scale.exp().item(), model.prior_shift.item()
-    torch.testing.assert_close(logits, scale * (expected - shift), atol=1e-5, rtol=1e-5)
+    logits = _assert_is_the_floor(model, prompt, query, (1, 2, 3))
 
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -170,3 +177,32 @@ def test_distance_levels_round_trip_and_bad_levels_fail_in_one_line():
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"levels \[1, 7\].*0\.\.4"):
         MetaUAS(ModelConfig(distance_levels=(1, 7), **TINY))
+
+
+def test_difference_fusion_gives_the_decoder_comparisons_only():
+    """With ``fusion="difference"`` the decoder never sees the query alone: an aligned level
+    gives |q - a| of the normalised features, a shallower level only its distance channel (or
+    no skip), and the untrained model is still the floor."""
+
+    torch.manual_seed(0)
+    config = ModelConfig(distance_levels=(1, 2, 3, 4), fusion="difference", **TINY)
+    model = MetaUAS(config).eval()
+    c = model.encoder.channels
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.encoder(torch.cat([x, y]))
+        fused = model.fuse(feats, 2, model.distances(feats, 2))
+        aligned = model.align["3"](feats[3][2:], feats[3][:2])
+    assert [f.shape[1] for f in fused] == [0, 1, c[2] + 1, c[3] + 1, c[4] + 1]
+    q, a = (torch.nn.functional.normalize(t, dim=1) for t in (feats[3][2:], aligned))
+    torch.testing.assert_close(fused[3][:, :-1], (q - a).abs())
+    d = list(config.decoder_channels)
+    block_in = [b.conv[0][0].in_channels for b in model.decoder.blocks]
+    assert block_in == [c[4] + 1 + c[3] + 1, d[0] + c[2] + 1, d[1] + 1, d[2], d[3]]
+    _assert_is_the_floor(model, x, y, (1, 2, 3, 4))
+    model.train()
+    model(x, y).mean().backward()
+    assert model.decoder.blocks[3].conv[0][0].weight.grad is not None
+    with pytest.raises(ConfigError, match="fusion 'sum'"):
+        ModelConfig(fusion="sum", **TINY)
+    assert ModelConfig.from_dict(config.to_dict()) == config

@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from synth.train.augment import (
+    AugParams,
     apply_params,
     augment,
     batch_to_float,
@@ -176,3 +177,73 @@ def test_gray_turns_both_views_of_chosen_samples_to_luma_and_draws_nothing_when_
         assert torch.allclose(kept, before[~b.gray], atol=1e-6)  # colour untouched
         assert (before[b.gray][:, 0] != before[b.gray][:, 1]).any()  # there was colour
     assert torch.equal(m2, m)
+
+
+def test_misalign_kinds_warp_only_those_kinds_and_keep_the_random_stream():
+    """Kinds outside ``misalign_allowed`` keep an aligned prompt; every other draw (and the
+    warp of allowed kinds) is what it would have been without the rule."""
+    kinds = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    cfg = AugConfig(misalign_p=1.0)
+    ones = torch.ones(3, dtype=torch.bool)
+    a = sample_params(8, cfg, kinds, ones, torch.Generator().manual_seed(2))
+    only = torch.tensor([False, True, False])
+    b = sample_params(8, cfg, kinds, ones, torch.Generator().manual_seed(2), only)
+    eye = torch.eye(3).expand(8, 3, 3)
+    allowed = kinds == 1
+    assert torch.equal(b.warp[allowed], a.warp[allowed])
+    assert torch.equal(b.warp[~allowed], eye[~allowed])
+    assert not torch.allclose(a.warp[~allowed], eye[~allowed])
+    assert torch.equal(a.color, b.color) and torch.equal(a.swap, b.swap)
+
+
+def test_unseen_marks_query_content_the_warped_prompt_does_not_show():
+    """A prompt shifted right by a quarter of the width no longer shows the query's right
+    quarter; an unwarped sample has nothing unseen, and the loss weight drops only those."""
+    from synth.train.augment import unseen
+
+    size = 32
+    shift = torch.eye(3).repeat(2, 1, 1)
+    shift[0, 0, 2] = 0.5  # normalised units: a quarter of the width
+    params = AugParams(
+        swap=torch.zeros(2, dtype=torch.bool),
+        hflip=torch.zeros(2, dtype=torch.bool),
+        vflip=torch.zeros(2, dtype=torch.bool),
+        transpose=torch.zeros(2, dtype=torch.bool),
+        warp=shift,
+        color=torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(2, 2, 4).transpose(0, 1),
+    )
+    hidden = unseen(params, (size, size), margin=0.0)
+    assert not hidden[1].any()  # the identity warp hides nothing
+    cols = hidden[0, 0].all(dim=0)
+    assert cols[: size * 3 // 4].logical_not().all() and cols[size * 3 // 4 :].all()
+    # the warped prompt really shows query column x at column x + 8: the right quarter left
+    img = torch.arange(size, dtype=torch.float32).expand(1, 1, size, size).repeat(2, 1, 1, 1)
+    moved = warp_images(img, shift)
+    assert torch.allclose(moved[0, 0, :, 8:], img[0, 0, :, :-8])
+    # a margin also drops what lands near the warped frame's edge: the top and bottom rows,
+    # and the columns that land within 0.25 of its right edge (x + 0.5 > 0.75)
+    banded = unseen(params, (size, size), margin=0.25)[0, 0]
+    assert banded[:2].all() and banded[-2:].all() and banded[:, 21:].all()
+    assert not banded[4:-4, :20].any() and not unseen(params, (size, size), 0.25)[1].any()
+
+
+def test_ignore_unseen_weights_the_loss_and_off_leaves_it_whole():
+    batch = _pattern_batch(8)
+    p, q, m = batch_to_float(batch, 32)
+    allowed = torch.ones(3, dtype=torch.bool)
+    cfg = AugConfig(misalign_p=1.0, translate=0.3, ignore_unseen=True)
+    *_, weight = augment(p, q, m, batch["kind"], cfg, allowed, torch.Generator().manual_seed(5))
+    assert weight.shape == m.shape and 0 < weight.mean() < 1
+    assert set(weight.unique().tolist()) <= {0.0, 1.0}
+    off = dataclasses.replace(cfg, ignore_unseen=False)
+    *_, whole = augment(p, q, m, batch["kind"], off, allowed, torch.Generator().manual_seed(5))
+    assert bool((whole == 1).all())
+    from synth.train.losses import per_sample_loss
+
+    logits = torch.randn_like(m)
+    noisy = logits.masked_fill(weight == 0, 50.0)  # wrong where weight is 0, must not count
+    for name in ("bce", "dice", "focal", "bce+dice"):
+        torch.testing.assert_close(
+            per_sample_loss(name, noisy, m, weight), per_sample_loss(name, logits, m, weight)
+        )
+        assert not torch.allclose(per_sample_loss(name, noisy, m), per_sample_loss(name, logits, m))

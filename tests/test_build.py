@@ -314,7 +314,9 @@ def test_external_scheduler_and_worker_killed_mid_build(
     t = threading.Thread(target=run)
     t.start()
     in_flight, before = None, {}
-    with Client(addr) as c:
+    # not the default client: it closes before the build's own, and a default client closed
+    # out of order would leave dask's global scheduler set to a client that is gone
+    with Client(addr, set_as_default=False) as c:
         assert _wait_for(lambda: len(records()) >= 8)  # both workers have finished shards
         while in_flight is None and t.is_alive():
             before = records()

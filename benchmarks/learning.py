@@ -645,8 +645,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_config = dataclasses.replace(config, seed=seed, out=str(work / f"run-seed{seed}"))
         done = Path(run_config.out) / "scores.pkl"
         key = trained_key(run_config, args)
-        if args.reuse and done.is_file() and pickle.loads(done.read_bytes())["key"] == key:
-            kept = pickle.loads(done.read_bytes())
+        kept = pickle.loads(done.read_bytes()) if args.reuse and done.is_file() else None
+        if kept is not None and kept["key"] == key:
             print(f"training seed {seed}: reusing {done} (same config and code)", file=sys.stderr)
         else:
             result, curve, seed_rates = train_with_curve(run_config, steps, args, timings)

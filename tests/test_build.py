@@ -23,6 +23,7 @@ from synth.build import build, make_shard
 from synth.errors import SynthError
 from synth.info import store_info, verify_store
 from synth.manifest import load_manifest
+from tests.build_process import build_command, start_build
 from tests.conftest import free_port, store_digest, write_manifest
 
 pytestmark = pytest.mark.slow
@@ -374,22 +375,8 @@ def test_a_write_cut_short_by_a_kill_leaves_no_partial_file(reference, manifest_
 def test_sigkill_whole_build_then_resume_is_byte_identical(manifest_path, reference, tmp_path):
     url, _ = reference
     out = tmp_path / "resumed.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "synth",
-        "build",
-        str(manifest_path),
-        "-o",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    cmd, env = build_command(manifest_path, out)
+    p = start_build(cmd, env)
     landed = _wait_for(lambda: len(zs.shard_records(str(out))) >= 1 or p.poll() is not None)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()

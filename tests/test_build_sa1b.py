@@ -15,6 +15,7 @@ from synth.errors import SourceError, SynthError
 from synth.index.cache import index_url
 from synth.info import render_info, store_info, verify_store
 from synth.manifest import load_manifest
+from tests.build_process import build_command, start_build
 from tests.conftest import store_digest, write_manifest
 from tests.sa1b_fixture import BAD_CASES, write_sa1b_corpus
 
@@ -187,7 +188,6 @@ def test_sigkilled_build_resumes_byte_identical(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     write_sa1b_corpus(tmp_path / "tars", n_tars=3, per_tar=4)
@@ -195,22 +195,8 @@ def test_sigkilled_build_resumes_byte_identical(tmp_path):
     ref = tmp_path / "ref.zarr"
     build(load_manifest(man), str(ref), workers=1, progress=False)
     out = tmp_path / "killed.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "synth",
-        "build",
-        str(man),
-        "-o",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    cmd, env = build_command(man, out)
+    p = start_build(cmd, env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and p.poll() is None and not zs.shard_records(str(out)):
         time.sleep(0.05)

@@ -539,6 +539,12 @@ def _floats(text: str) -> tuple[float, ...]:
     show_default=True,
     help="Leave query content the warped prompt does not show out of the loss.",
 )
+@click.option(
+    "--surface-pairs",
+    default=AugConfig.surface_pairs,
+    show_default=True,
+    help="P(a sample on a plain-source surface takes its two views from two windows).",
+)
 @click.option("--flip/--no-flip", default=AugConfig.flip, show_default=True, help="Shared flips.")
 def train_cmd(store: str, **kw) -> None:
     """Train MetaUAS on the synth STORE (defaults: the paper's setting)."""
@@ -558,6 +564,7 @@ def train_cmd(store: str, **kw) -> None:
         flip=kw.pop("flip"),
         misalign_kinds=tuple(k for k in kw.pop("misalign_kinds").split(",") if k),
         ignore_unseen=kw.pop("ignore_unseen"),
+        surface_pairs=kw.pop("surface_pairs"),
     )
     gpus = kw.pop("gpus")
     preset = get_preset(kw.pop("preset"))

@@ -58,7 +58,13 @@ EditFn = Callable[[EditInputs, np.random.Generator, Any], EditResult]
 
 @dataclass(frozen=True)
 class EditDef:
-    """A registered edit: its function, its parameter dataclass and the inputs it needs."""
+    """A registered edit: its function, its parameter dataclass and the inputs it needs.
+
+    ``prompt_is_base``: the prompt is the base image untouched, so every change is in the
+    query (False where the prompt carries it: a paste that disappears, an inpainted removal
+    that appears). Training reads it to know which view may be replaced without losing the
+    change (``synth.train.augment.surface_windows``).
+    """
 
     name: str
     fn: EditFn
@@ -66,6 +72,7 @@ class EditDef:
     needs_instances: bool = False
     needs_donor: bool = False
     needs_texture: bool = False
+    prompt_is_base: bool = True
 
 
 EDITS: dict[str, EditDef] = {}
@@ -78,13 +85,16 @@ def register_edit(
     needs_instances: bool = False,
     needs_donor: bool = False,
     needs_texture: bool = False,
+    prompt_is_base: bool = True,
 ) -> Callable[[EditFn], EditFn]:
     """Register ``fn`` under ``name``; ``params`` is a frozen dataclass with defaults."""
 
     def deco(fn: EditFn) -> EditFn:
         if name in EDITS:
             raise ValueError(f"edit {name!r} registered twice")
-        EDITS[name] = EditDef(name, fn, params, needs_instances, needs_donor, needs_texture)
+        EDITS[name] = EditDef(
+            name, fn, params, needs_instances, needs_donor, needs_texture, prompt_is_base
+        )
         return fn
 
     return deco

@@ -338,7 +338,7 @@ def appearance_paste(
     )
 
 
-@register_edit("disappearance_paste", PasteParams, needs_donor=True)
+@register_edit("disappearance_paste", PasteParams, needs_donor=True, prompt_is_base=False)
 def disappearance_paste(
     inputs: EditInputs, rng: np.random.Generator, params: PasteParams
 ) -> EditResult:
@@ -368,7 +368,7 @@ def disappearance_inpaint(
     )
 
 
-@register_edit("appearance_inpaint", RemoveParams, needs_instances=True)
+@register_edit("appearance_inpaint", RemoveParams, needs_instances=True, prompt_is_base=False)
 def appearance_inpaint(
     inputs: EditInputs, rng: np.random.Generator, params: RemoveParams
 ) -> EditResult:

@@ -8,13 +8,20 @@ Parameters are sampled first (``sample_params``) and then applied deterministica
    differ, with no geometry baked in, so the mask is unchanged for every kind.
 2. **shared dihedral transform**: one random horizontal flip, vertical flip and transpose
    (square inputs) applied to prompt, query and mask alike.
-3. **prompt misalignment**: only the *prompt* is warped (rotation, translation, scale, optional
+3. **surface pairs** (optional, ``surface_pairs``): a sample drawn on a surface (a ``plain``
+   source such as a texture photo) whose prompt is the untouched base after the role swap
+   (every change is then in the query) takes its prompt and its query from two different
+   windows of the base, each scaled back to the full size. Outside the edit the two views
+   then differ as two instances of one surface do (two tiles, two sheets of fabric), not pixel
+   for pixel, and the mask, cut from the query's window, still marks only the edit. The
+   query's window is centred on a random pixel of the edit.
+4. **prompt misalignment**: only the *prompt* is warped (rotation, translation, scale, optional
    perspective and an optional smooth local flow), never the query or the mask: the mask stays
    in query coordinates and the model must learn that misregistration is not a change. Outside
    the source the warp reflects.
-4. **photometric jitter**: brightness, contrast, saturation and hue, drawn per view, so colour
+5. **photometric jitter**: brightness, contrast, saturation and hue, drawn per view, so colour
    differences between prompt and query are also nuisances.
-5. **grayscale** (per sample, optional): prompt and query both lose their colour, as in the
+6. **grayscale** (per sample, optional): prompt and query both lose their colour, as in the
    grayscale categories of real anomaly sets (magnetic tile, MVTec grid, screw, zipper) that
    a model trained on colour photos has never seen.
 """
@@ -42,6 +49,9 @@ _DEVICE_CONSTANTS: dict[tuple[str, torch.device], torch.Tensor] = {}
 #: Border (normalised units, a 32nd of the size) also dropped by ``unseen``: features near
 #: the frame's edge see padding, so content just inside it matches poorly too.
 UNSEEN_MARGIN = 1 / 16
+#: Side of a surface pair's windows, as a fraction of the view's side: two halves of a
+#: texture photo overlap by chance, but mostly show different parts of the surface.
+SURFACE_WINDOW = 0.5
 #: Control points per side of the elastic flow: 4 gives blobs of about a third of the image
 #: that move against each other.
 ELASTIC_LATTICE = 4
@@ -70,6 +80,9 @@ class AugParams:
         color: (2, B, 4) brightness, contrast, saturation factors and hue shift (fraction of the
             hue circle) of the prompt [0] and the query [1].
         gray: (B,) turn both views to grayscale; None without ``gray``.
+        surface: (B,) take prompt and query from two windows of a surface (surface pairs);
+            None without ``surface_pairs``.
+        windows: (B, 4) uniform draws that place the two windows (``surface_windows``).
     """
 
     swap: torch.Tensor
@@ -80,6 +93,8 @@ class AugParams:
     color: torch.Tensor
     flow: torch.Tensor | None = None
     gray: torch.Tensor | None = None
+    surface: torch.Tensor | None = None
+    windows: torch.Tensor | None = None
 
 
 def batch_to_float(
@@ -128,6 +143,8 @@ def sample_params(
     swap_allowed: torch.Tensor,
     generator: torch.Generator,
     misalign_allowed: torch.Tensor | None = None,
+    surface: torch.Tensor | None = None,
+    base_prompt: torch.Tensor | None = None,
 ) -> AugParams:
     """Draw the augmentation of ``n`` samples from ``generator`` (on the batch's device).
 
@@ -139,6 +156,11 @@ def sample_params(
         generator: device generator; its state is checkpointed, so resumes replay exactly.
         misalign_allowed: (K,) bool, whether a kind's prompt may be warped (``None``: every
             kind). Applied after the draws, so the random stream is the same either way.
+        surface: (B,) bool, whether a sample was drawn on a surface (the loader's
+            ``surface``); ``None``: none was.
+        base_prompt: (K,) bool, whether a kind's prompt is its untouched base (the edit
+            registry's ``prompt_is_base``); ``None``: every kind's is. A surface pair needs the
+            base as its prompt, after the role swap.
     """
     g, dev = generator, generator.device
 
@@ -191,7 +213,14 @@ def sample_params(
         flow = _uniform(2 * k * k * n, -2 * cfg.elastic, 2 * cfg.elastic, g, dev).view(n, 2, k, k)
         flow = flow * warped.view(n, 1, 1, 1)
     gray = coin(cfg.gray) if cfg.gray > 0 else None  # drawn last too, for the same reason
-    return AugParams(swap, hflip, vflip, transpose, warp, color, flow, gray)
+    pairs = windows = None
+    if cfg.surface_pairs > 0:  # and these after it
+        on_surface = surface if surface is not None else torch.zeros_like(known)
+        pairs = coin(cfg.surface_pairs) & on_surface
+        prompt_base = base_prompt[kinds.clamp(0, K - 1)] if base_prompt is not None else known
+        pairs &= known & (prompt_base ^ swap)  # the change must be in the query's view
+        windows = torch.rand(n, 4, generator=g, device=dev)
+    return AugParams(swap, hflip, vflip, transpose, warp, color, flow, gray, pairs, windows)
 
 
 def _select(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -218,6 +247,47 @@ def warp_images(
         images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
     return warped.to(images.dtype)
+
+
+def surface_windows(
+    prompt: torch.Tensor,
+    query: torch.Tensor,
+    mask: torch.Tensor,
+    pick: torch.Tensor,
+    draws: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Surface pairs: for the samples in ``pick`` (B,), the prompt from one window and the
+    query and mask from another (side ``SURFACE_WINDOW`` of the view's), both scaled back to
+    the view's size. ``draws`` (B, 4) in [0, 1) place them: the prompt's top-left corner, and
+    the edit pixel the query's window is centred on (a uniform corner when the mask is empty).
+    """
+    H, W = prompt.shape[-2:]
+    h, w = max(1, round(H * SURFACE_WINDOW)), max(1, round(W * SURFACE_WINDOW))
+    chosen = pick.nonzero().flatten().tolist()
+    if not chosen:
+        return prompt, query, mask
+    prompt, query, mask = prompt.clone(), query.clone(), mask.clone()
+    u = draws.double().cpu().tolist()
+
+    def resized(x: torch.Tensor, y: int, x0: int, mode: str) -> torch.Tensor:
+        window = x[None, :, y : y + h, x0 : x0 + w]
+        if mode == "nearest":
+            return F.interpolate(window, (H, W), mode="nearest")[0]
+        return F.interpolate(window, (H, W), mode="bilinear", align_corners=False)[0]
+
+    for i in chosen:
+        py, px = int(u[i][0] * (H - h + 1)), int(u[i][1] * (W - w + 1))
+        ys, xs = mask[i, 0].nonzero(as_tuple=True)
+        if len(ys):
+            k = min(int(u[i][2] * len(ys)), len(ys) - 1)
+            qy = min(max(int(ys[k]) - h // 2, 0), H - h)
+            qx = min(max(int(xs[k]) - w // 2, 0), W - w)
+        else:
+            qy, qx = int(u[i][2] * (H - h + 1)), int(u[i][3] * (W - w + 1))
+        prompt[i] = resized(prompt[i], py, px, "bilinear")
+        query[i] = resized(query[i], qy, qx, "bilinear")
+        mask[i] = resized(mask[i], qy, qx, "nearest")
+    return prompt, query, mask
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
@@ -263,6 +333,8 @@ def apply_params(
             x = _select(params.transpose, x.transpose(-1, -2), x)
         out.append(x)
     prompt, query, mask = out
+    if params.surface is not None:
+        prompt, query, mask = surface_windows(prompt, query, mask, params.surface, params.windows)
     prompt = warp_images(prompt, params.warp, params.flow)
     prompt = color_jitter(prompt, params.color[0])
     query = color_jitter(query, params.color[1])
@@ -303,11 +375,23 @@ def augment(
     swap_allowed: torch.Tensor,
     generator: torch.Generator,
     misalign_allowed: torch.Tensor | None = None,
+    surface: torch.Tensor | None = None,
+    base_prompt: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample and apply one batch's augmentation (see the module docstring); the fourth
     tensor is the loss weight of each pixel: 0 where ``cfg.ignore_unseen`` drops content the
-    warped prompt does not show (``unseen``), else 1."""
-    params = sample_params(prompt.shape[0], cfg, kinds, swap_allowed, generator, misalign_allowed)
+    warped prompt does not show (``unseen``), else 1. ``surface`` and ``base_prompt``: see
+    ``sample_params`` (for ``cfg.surface_pairs``)."""
+    params = sample_params(
+        prompt.shape[0],
+        cfg,
+        kinds,
+        swap_allowed,
+        generator,
+        misalign_allowed,
+        surface,
+        base_prompt,
+    )
     prompt, query, mask = apply_params(prompt, query, mask, params)
     weight = torch.ones_like(mask)
     if cfg.ignore_unseen:

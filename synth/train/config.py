@@ -45,13 +45,20 @@ class AugConfig:
         flip: apply one random horizontal/vertical flip and 90-degree rotation to prompt,
             query and mask together.
         misalign_kinds: edit kinds whose prompt may be warped; empty means every kind. The
-            object edits (exchange, paste, inpaint) draw scenes, where a camera or an object
-            that moved is the nuisance real pairs show; the local edits also draw flat
-            surfaces (texture bases), where a warp only adds distance peaks that look like
-            small defects.
+            object edits (exchange, paste, inpaint) change whole objects, where a camera or
+            an object that moved is the nuisance real pairs show; the local edits also change
+            flat surfaces (texture bases), where a warp only adds distance peaks that look
+            like small defects.
         ignore_unseen: leave out of the loss the query pixels whose content the warped
             prompt does not show (it moved out of the frame): no mask marks them, and as
             "unchanged" they would teach that new content is no change.
+        surface_pairs: probability that a sample drawn on a surface (a ``plain`` source, e.g.
+            texture photos as bases) whose prompt is the untouched base after the role swap
+            takes prompt and query from two different windows of its base
+            (``synth.train.augment.surface_windows``). Real
+            normal pairs of surfaces are two instances (two tiles, two sheets) that differ
+            everywhere at the pixel level; aligned synthetic views teach that any such
+            difference is a change.
     """
 
     misalign_p: float = 0.5
@@ -67,9 +74,10 @@ class AugConfig:
     flip: bool = True
     misalign_kinds: tuple[str, ...] = ()
     ignore_unseen: bool = False
+    surface_pairs: float = 0.0
 
     def validate(self) -> None:
-        for name in ("misalign_p", "swap_p", "gray"):
+        for name in ("misalign_p", "swap_p", "gray", "surface_pairs"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"aug.{name} {getattr(self, name)}: use a probability in [0, 1]")
         lo, hi = self.scale

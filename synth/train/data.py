@@ -150,8 +150,9 @@ class StoreBatches(IterableDataset):
         storage_options, threads: passed to ``StoreReader``.
 
     Batch buffers. A batch of the direct reader lives in one shared-memory block (pixels,
-    ``kind``, ``index`` and ``valid`` are views of it). With ``ring_depth == 0`` (the default;
-    in-process loading, or a DataLoader built by hand) every batch gets a fresh block.
+    ``kind``, ``index``, ``valid`` and ``surface`` are views of it). With ``ring_depth == 0``
+    (the default; in-process loading, or a DataLoader built by hand) every batch gets a fresh
+    block.
     ``make_loader`` sets ``ring_depth = prefetch * workers + 2``: each worker then reuses a
     ring of that many blocks. Why that is safe: the DataLoader has at most
     ``prefetch * workers`` batches requested and not yet handed to the consumer, and it
@@ -210,7 +211,9 @@ class StoreBatches(IterableDataset):
         self.batch_size = batch_size
         self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
         self.shuffle_shards = shuffle_shards
-        self.kinds = self.reader.read_range(0, layout.n, fields=("kind",))["kind"].astype(np.int64)
+        meta = self.reader.read_range(0, layout.n, fields=("kind", "base_source"))
+        self.kinds = meta["kind"].astype(np.int64)
+        self.surface = surface_bases(self.reader.attrs, meta["base_source"])
         # epoch, skip, ring generation (bumped by make_loader's loader: start a fresh ring)
         self._state = torch.zeros(3, dtype=torch.int64).share_memory_()
         self.ring_depth = 0
@@ -258,7 +261,7 @@ class StoreBatches(IterableDataset):
         sizes = {"prompt": n * H * W * 3, "query": n * H * W * 3, "mask": n * H * W}
         pixels = sum(sizes.values())
         base = -(-pixels // 8) * 8  # int64 views need an aligned offset
-        total = base + 17 * n  # kind, index (int64), valid (bool)
+        total = base + 18 * n  # kind, index (int64), valid, surface (bool)
         storage = torch.UntypedStorage._new_shared(total) if shared else torch.UntypedStorage(total)
         flat = torch.empty(0, dtype=torch.uint8).set_(storage)
         out, at = {}, 0
@@ -268,6 +271,7 @@ class StoreBatches(IterableDataset):
         out["kind"] = flat[base : base + 8 * n].view(torch.int64)
         out["index"] = flat[base + 8 * n : base + 16 * n].view(torch.int64)
         out["valid"] = flat[base + 16 * n : base + 17 * n].view(torch.bool)
+        out["surface"] = flat[base + 17 * n : base + 18 * n].view(torch.bool)
         return out
 
     def _slot(self, n: int, shared: bool) -> dict[str, torch.Tensor]:
@@ -293,12 +297,14 @@ class StoreBatches(IterableDataset):
                 "kind": torch.from_numpy(self.kinds[indices]),
                 "index": torch.from_numpy(indices),
                 "valid": torch.from_numpy(valid),
+                "surface": torch.from_numpy(self.surface[indices]),
             }
         out = self._slot(len(indices), get_worker_info() is not None)
         self.fast.read_into(indices, {f: out[f].numpy() for f in PIXEL_FIELDS})
         out["kind"].numpy()[:] = self.kinds[indices]
         out["index"].numpy()[:] = indices
         out["valid"].numpy()[:] = valid
+        out["surface"].numpy()[:] = self.surface[indices]
         return out
 
     def __iter__(self):
@@ -308,6 +314,15 @@ class StoreBatches(IterableDataset):
         for j, (indices, valid) in enumerate(self.plan(epoch)):
             if j >= skip and (j - skip) % workers == worker:
                 yield self.load(indices, valid)
+
+
+def surface_bases(attrs: Mapping[str, Any], base_source: np.ndarray) -> np.ndarray:
+    """(n,) bool: the samples drawn on a ``plain`` source (a surface, e.g. a texture photo),
+    from the store's manifest; ``base_source`` indexes its image sources (-1: none)."""
+    images = (attrs.get("manifest") or {}).get("sources", {}).get("images", [])
+    plain = np.array([src.get("kind") == "plain" for src in images] + [False], dtype=bool)
+    index = np.asarray(base_source, dtype=np.int64)
+    return plain[np.where((index >= 0) & (index < len(images)), index, len(images))]
 
 
 def reader_threads(workers: int, local_world: int = 1) -> int:

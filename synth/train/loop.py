@@ -207,6 +207,15 @@ def kinds_allowed(
     return torch.tensor([k in allowed for k in kinds] or [False], dtype=torch.bool, device=device)
 
 
+def base_prompt_kinds(kinds: list[str], device: torch.device) -> torch.Tensor:
+    """(K,) bool over the store's kinds: whether the kind's prompt is its untouched base (the
+    edit registry's ``prompt_is_base``; False for a kind this version does not know)."""
+    from synth.edits import EDITS
+
+    flags = [k in EDITS and EDITS[k].prompt_is_base for k in kinds]
+    return torch.tensor(flags or [False], dtype=torch.bool, device=device)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -252,6 +261,7 @@ def forward_backward(
     *,
     scale: float = 1.0,
     misalign_allowed: torch.Tensor | None = None,
+    base_prompt: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One micro-batch already on the device: uint8 -> float, augmentation, forward, backward.
 
@@ -262,7 +272,16 @@ def forward_backward(
     device = batch["prompt"].device
     prompt, query, mask = batch_to_float(batch, config.size, config.channels_last)
     prompt, query, mask, weight = augment(
-        prompt, query, mask, batch["kind"], config.aug, swap_allowed, generator, misalign_allowed
+        prompt,
+        query,
+        mask,
+        batch["kind"],
+        config.aug,
+        swap_allowed,
+        generator,
+        misalign_allowed,
+        surface=batch.get("surface"),
+        base_prompt=base_prompt,
     )
     valid = batch["valid"].float()
     with autocast(device, config.amp):
@@ -317,6 +336,7 @@ class _Trainer:
             if aug.misalign_kinds
             else None
         )
+        self.base_prompt = base_prompt_kinds(names, self.device)
 
         torch.manual_seed(config.seed)
         self.model = MetaUAS(
@@ -482,6 +502,7 @@ class _Trainer:
                 self.gen,
                 scale=scale,
                 misalign_allowed=self.misalign_allowed,
+                base_prompt=self.base_prompt,
             )
 
     def run(self) -> TrainResult:

@@ -49,6 +49,13 @@ def test_registry_holds_exactly_the_kinds():
 
 
 @pytest.mark.parametrize("name", KINDS)
+def test_registry_says_which_view_is_the_base(name):
+    """``prompt_is_base`` is what training trusts (surface pairs); the edit contract below
+    checks the same sets against what each edit does."""
+    assert EDITS[name].prompt_is_base == (name in BASE_IS_PROMPT)
+
+
+@pytest.mark.parametrize("name", KINDS)
 def test_params_are_frozen_dataclasses_with_defaults(name):
     params = make_params(name)
     assert dataclasses.is_dataclass(params)

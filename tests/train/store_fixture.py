@@ -16,6 +16,13 @@ from synth import store as zs
 from synth.rng import derive
 
 KINDS = ("blob", "patch", "none")
+#: The image sources a toy sample claims as its base (sample i: source i % 3), as a manifest
+#: would list them: the loader tells surfaces (``plain``) from scenes by them.
+SOURCES = [
+    {"name": "scenes", "kind": "coco"},
+    {"name": "surfaces", "kind": "plain"},
+    {"name": "photos", "kind": "folder"},
+]
 
 
 def load_textures() -> list[np.ndarray]:
@@ -89,6 +96,7 @@ def toy_shard(
     arrays["seed"] = np.full(m, seed, dtype=np.uint64)
     arrays["attempt"] = np.zeros(m, dtype=np.int16)
     arrays["mask_area"] = arrays["mask"].reshape(m, -1).sum(1).astype(np.int32)
+    arrays["base_source"] = (np.arange(start, stop) % 3).astype(np.int16)  # SOURCES
     kinds = {k: int((arrays["kind"] == i).sum()) for i, k in enumerate(KINDS)}
     record = {
         "shard": shard,
@@ -111,7 +119,12 @@ def write_toy_store(
 ) -> zs.Layout:
     """Write ``n`` toy triples of ``size`` x ``size`` into a new store (default codec if None)."""
     layout = zs.Layout(n, size, size, shard_size, codec or zs.Codec())
-    zs.create_store(url, layout, {"kinds": list(KINDS), "toy": {"seed": seed}})
+    attrs = {
+        "kinds": list(KINDS),
+        "toy": {"seed": seed},
+        "manifest": {"sources": {"images": SOURCES}},
+    }
+    zs.create_store(url, layout, attrs)
     textures = load_textures()
     for shard in range(layout.n_shards):
         arrays, record = toy_shard(layout, shard, seed, textures)

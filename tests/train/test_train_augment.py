@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from synth.train.augment import (
     AugParams,
@@ -14,6 +15,7 @@ from synth.train.augment import (
     color_jitter,
     homography_from_points,
     sample_params,
+    surface_windows,
     warp_images,
 )
 from synth.train.config import AugConfig
@@ -247,3 +249,81 @@ def test_ignore_unseen_weights_the_loss_and_off_leaves_it_whole():
             per_sample_loss(name, noisy, m, weight), per_sample_loss(name, logits, m, weight)
         )
         assert not torch.allclose(per_sample_loss(name, noisy, m), per_sample_loss(name, logits, m))
+
+
+def _surface_batch(n: int = 8, size: int = 64):
+    """A textured base as prompt; the query is the base with a flat bright square (the edit)."""
+    from skimage import data
+
+    base = torch.from_numpy(data.brick()[:size, :size].copy())
+    prompt = base.view(1, size, size, 1).expand(n, size, size, 3).contiguous()
+    query, mask = prompt.clone(), torch.zeros(n, size, size, dtype=torch.uint8)
+    for i in range(n):
+        y, x = 4 + 6 * i, 40 - 4 * i
+        mask[i, y : y + 10, x : x + 12] = 1
+    query[mask.bool()] = 255
+    return {"prompt": prompt, "query": query, "mask": mask, "kind": torch.zeros(n).long()}
+
+
+def test_surface_pairs_pick_only_surfaces_whose_prompt_is_the_base_after_the_swap():
+    n = 64
+    kinds = torch.arange(n) % 3  # 0: prompt is the base, 1: the query is, 2: unknown to training
+    surface = torch.arange(n) % 4 != 3
+    base_prompt = torch.tensor([True, False, False])
+    allowed = torch.ones(3, dtype=torch.bool)
+    cfg = AugConfig(surface_pairs=1.0)
+    p = sample_params(n, cfg, kinds, allowed, torch.Generator().manual_seed(7), None, surface)
+    q = sample_params(
+        n, cfg, kinds, allowed, torch.Generator().manual_seed(7), None, surface, base_prompt
+    )
+    assert torch.equal(p.surface, surface & ~p.swap)  # every kind's prompt is its base
+    assert torch.equal(q.surface, surface & (base_prompt[kinds] ^ q.swap))
+    assert q.surface.any() and (q.surface & (kinds == 1)).any()  # a swapped disappearance
+    # drawn last: every other parameter replays what surface_pairs=0 draws
+    off = sample_params(n, AugConfig(), kinds, allowed, torch.Generator().manual_seed(7))
+    assert off.surface is None and off.windows is None
+    for name in ("swap", "hflip", "vflip", "transpose", "warp", "color", "flow"):
+        assert torch.equal(getattr(off, name), getattr(q, name)), name
+    none = sample_params(n, cfg, kinds, allowed, torch.Generator().manual_seed(7))
+    assert not none.surface.any()  # no loader flag: nothing is a surface
+
+
+def test_surface_pairs_take_two_windows_and_the_mask_still_marks_only_the_edit():
+    batch = _surface_batch()
+    prompt, query, mask = batch_to_float(batch, 64)
+    base = prompt.clone()
+    n = len(mask)
+    pick = torch.ones(n, dtype=torch.bool)
+    pick[-1] = False
+    draws = torch.rand(n, 4, generator=torch.Generator().manual_seed(1))
+    p, q, m = surface_windows(prompt, query, mask, pick, draws)
+    _, q_base, m_base = surface_windows(base, base, mask, pick, draws)  # the same windows
+    assert torch.equal(m, m_base)
+    edge = F.max_pool2d(m, 5, stride=1, padding=2) > 0  # 2 px around it
+    for i in range(n - 1):
+        assert m[i].sum() > 0  # the query's window is centred on the edit
+        changed = (q[i] - q_base[i]).abs().amax(0) > 1e-4
+        assert changed[m[i, 0] > 0].all() and not changed[~edge[i, 0]].any()
+        # outside the edit the two views show different parts of the surface
+        outside = ~edge[i, 0]
+        assert (p[i] - q[i]).abs().amax(0)[outside].mean() > 0.05
+    assert torch.equal(p[-1], prompt[-1]) and torch.equal(q[-1], query[-1])
+    assert torch.equal(m[-1], mask[-1])
+    # the prompt is the base seen through a window: scaled by 2, its corner at the draw
+    h = 32
+    py, px = int(draws[0, 0] * (64 - h + 1)), int(draws[0, 1] * (64 - h + 1))
+    window = base[0:1, :, py : py + h, px : px + h]
+    assert torch.allclose(p[0:1], F.interpolate(window, (64, 64), mode="bilinear"), atol=1e-6)
+
+
+def test_surface_pairs_run_through_augment_from_the_loader_flag():
+    batch = _surface_batch()
+    n = len(batch["kind"])
+    views = batch_to_float(batch, 64)
+    allowed = torch.ones(1, dtype=torch.bool)
+    cfg = AugConfig(misalign_p=0.0, jitter=0.0, swap_p=0.0, flip=False, surface_pairs=1.0)
+    surface = torch.arange(n) % 2 == 0
+    p, q, m, _ = augment(*views, batch["kind"], cfg, allowed, torch.Generator(), surface=surface)
+    replaced = (views[0] - p).abs().flatten(1).amax(1) > 0
+    assert torch.equal(replaced, surface)  # exactly the surfaces got another prompt
+    assert torch.equal(m[~surface], views[2][~surface])

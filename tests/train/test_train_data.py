@@ -11,7 +11,14 @@ from store_fixture import write_toy_store
 
 from synth import store as zs
 from synth.errors import ConfigError
-from synth.train.data import StoreBatches, holdout, make_loader, plan_epoch, split_pieces
+from synth.train.data import (
+    StoreBatches,
+    holdout,
+    make_loader,
+    plan_epoch,
+    split_pieces,
+    surface_bases,
+)
 from synth.train.fastread import LocalShardReader
 
 CPU = torch.device("cpu")
@@ -120,6 +127,20 @@ def test_skip_resumes_at_the_exact_batch(small_store):
     rest = [b["index"] for b in ds]
     assert len(rest) == len(full) - 5
     assert all(torch.equal(a, b) for a, b in zip(full[5:], rest, strict=True))
+
+
+def test_batches_flag_the_samples_drawn_on_a_plain_source(small_store):
+    """Surface pairs (``aug.surface_pairs``) trust this flag: the store's manifest names which
+    image source each sample's base came from; only ``plain`` sources are surfaces."""
+    for backend in ("direct", "zarr"):
+        ds = StoreBatches(small_store, 16, seed=3, backend=backend)
+        ds.set_epoch(0)
+        for batch in ds:
+            assert torch.equal(batch["surface"], batch["index"] % 3 == 1)
+    attrs = {"manifest": {"sources": {"images": [{"kind": "coco"}, {"kind": "plain"}]}}}
+    flags = surface_bases(attrs, np.array([1, 0, -1, 1, 7], dtype=np.int16))
+    assert flags.tolist() == [True, False, False, True, False]  # -1: none; 7: not listed
+    assert not surface_bases({}, np.array([0, 1])).any()  # no manifest: nothing is a surface
 
 
 def test_backends_return_identical_batches(small_store):

@@ -270,10 +270,7 @@ def surface_windows(
     u = draws.double().cpu().tolist()
 
     def resized(x: torch.Tensor, y: int, x0: int, mode: str) -> torch.Tensor:
-        window = x[None, :, y : y + h, x0 : x0 + w]
-        if mode == "nearest":
-            return F.interpolate(window, (H, W), mode="nearest")[0]
-        return F.interpolate(window, (H, W), mode="bilinear", align_corners=False)[0]
+        return F.interpolate(x[None, :, y : y + h, x0 : x0 + w], (H, W), mode=mode)[0]
 
     for i in chosen:
         py, px = int(u[i][0] * (H - h + 1)), int(u[i][1] * (W - w + 1))

@@ -641,6 +641,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     curves: dict[int, list[dict[str, Any]]] = {}
     rates: list[float] = []
     checkpoints: dict[int, str] = {}
+    raw_stats: dict[int, dict[str, list]] = {}
     for seed in args.train_seeds:
         run_config = dataclasses.replace(config, seed=seed, out=str(work / f"run-seed{seed}"))
         done = Path(run_config.out) / "scores.pkl"
@@ -664,10 +665,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "stats": stats,
             }
             done.write_bytes(pickle.dumps(kept))
+        if "raw" not in kept and (raw := raw_weights(kept["checkpoint"], device, size)):
+            t = time.perf_counter()
+            kept["raw"] = evaluate(raw, args)
+            timings["eval_raw_s"] = timings.get("eval_raw_s", 0.0) + time.perf_counter() - t
+            done.write_bytes(pickle.dumps(kept))
         rates += kept["rates"]
         checkpoints[seed], curves[seed] = kept["checkpoint"], kept["curve"]
         trained[seed], trained_stats[seed] = kept["scores"], kept["stats"]
         rows[f"trained, seed {seed}"] = trained[seed]
+        if "raw" in kept:
+            rows[f"trained, seed {seed}, raw weights"], raw_stats[seed] = kept["raw"]
     seeds_label = f"trained, seed {args.train_seeds[0]}"
     if len(args.train_seeds) > 1:
         seeds_label = f"trained, {len(args.train_seeds)} seeds"
@@ -675,6 +683,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     t = time.perf_counter()
     verdicts = paired_verdicts(floor_stats, trained_stats, categories, args)
+    averaging = average_verdicts(raw_stats, trained_stats, categories, args) if raw_stats else {}
     timings["bootstrap_s"] = time.perf_counter() - t
     versus = versus_floor(rows, categories)
     header = [
@@ -695,6 +704,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("\n" + format_table(rows, categories, header))
     print("\n" + format_versus(versus))
     print("\n" + format_verdicts(verdicts, categories, args))
+    if averaging:
+        title = (
+            f"paired bootstrap, the weights' moving average (what the checkpoint ships, "
+            f"ema {config.ema:g}) minus the raw weights of the same run"
+        )
+        print("\n" + format_verdicts({"pooled": averaging}, categories, args, title))
     if any(len(c) > 1 for c in curves.values()):
         print("\n" + format_curve(curves, rows[FLOOR]["mean"]))
     print("\n" + summary_line(verdicts, versus, seeds_label, args, steps, sum(timings.values())))
@@ -706,6 +721,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "versus_floor": versus,
         "paired": verdicts,
+        "average_vs_raw": averaging,
         "curves": {str(k): v for k, v in curves.items()},
         "checkpoints": {str(k): v for k, v in checkpoints.items()},
         "timings": timings,
@@ -824,6 +840,49 @@ def format_versus(versus: dict[str, Any]) -> str:
 VERDICT_METRICS = ("P-ROC", "P-PRO", "I-ROC")
 
 
+def paired_difference(
+    a: dict[str, list],
+    b: dict[int, dict[str, list]],
+    categories: list[str],
+    args: argparse.Namespace,
+    seeds: tuple[int, ...],
+    a_per_seed: bool,
+) -> dict[str, Any]:
+    """``b - a`` per set and for the mean, in points, with a 95% paired bootstrap interval
+    and its verdict. ``b`` holds one entry per training seed; so does ``a`` when
+    ``a_per_seed`` (another predictor of the same runs), else ``a`` is one run set (the
+    floor). Test images and prompt seeds are always paired; training seeds are resampled
+    within ``b`` against the floor, and paired (drawn once for both) between two predictors
+    of the same runs."""
+    from synth.evaluation.paired import paired_bootstrap_mean
+
+    def runs(stats: dict[int, dict[str, list]], cat: str) -> list:
+        return [run for s in seeds for run in stats[s][cat]]
+
+    parts = {c: (runs(a, c) if a_per_seed else a[c], runs(b, c)) for c in categories}
+    if a_per_seed:  # a run is (training seed, prompt seed) on both sides: draw runs once
+        same = [(s, k) for s in seeds for k in args.seeds]
+        paired = {"keys_a": same, "keys_b": same}
+    else:
+        groups = [s for s in seeds for _ in args.seeds]
+        keys = [k for _ in seeds for k in args.seeds]
+        paired = {"groups_b": groups, "keys_a": list(args.seeds), "keys_b": keys}
+    comparison = paired_bootstrap_mean(parts, n_boot=args.boot, seed=0, **paired)
+    named = {"mean": comparison, **comparison.parts}
+    return {
+        where: {
+            m: {
+                "diff": 100 * c[m].diff,
+                "low": 100 * c[m].low,
+                "high": 100 * c[m].high,
+                "verdict": c[m].verdict,
+            }
+            for m in VERDICT_METRICS
+        }
+        for where, c in named.items()
+    }
+
+
 def paired_verdicts(
     floor: dict[str, list],
     trained: dict[int, dict[str, list]],
@@ -834,31 +893,9 @@ def paired_verdicts(
     test images resampled per set (the same images for both), training seeds and then prompt
     seeds resampled (a prompt seed picks the same prompt for both). ``pooled`` uses every
     training seed; ``per_seed`` each alone (a recipe should win at every seed)."""
-    from synth.evaluation.paired import paired_bootstrap_mean
 
     def compare(seeds: tuple[int, ...]) -> dict[str, Any]:
-        parts = {c: (floor[c], [run for s in seeds for run in trained[s][c]]) for c in categories}
-        comparison = paired_bootstrap_mean(
-            parts,
-            n_boot=args.boot,
-            seed=0,
-            groups_b=[s for s in seeds for _ in args.seeds],
-            keys_a=list(args.seeds),
-            keys_b=[k for _ in seeds for k in args.seeds],
-        )
-        named = {"mean": comparison, **comparison.parts}
-        return {
-            where: {
-                m: {
-                    "diff": 100 * c[m].diff,
-                    "low": 100 * c[m].low,
-                    "high": 100 * c[m].high,
-                    "verdict": c[m].verdict,
-                }
-                for m in VERDICT_METRICS
-            }
-            for where, c in named.items()
-        }
+        return paired_difference(floor, trained, categories, args, seeds, a_per_seed=False)
 
     return {
         "pooled": compare(tuple(trained)),
@@ -866,15 +903,46 @@ def paired_verdicts(
     }
 
 
+def average_verdicts(
+    raw: dict[int, dict[str, list]],
+    average: dict[int, dict[str, list]],
+    categories: list[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The shipped moving average minus the raw weights of the same runs (``TrainConfig.ema``):
+    one training run answers what averaging buys, paired down to the training seed."""
+    return paired_difference(raw, average, categories, args, tuple(raw), a_per_seed=True)
+
+
+def raw_weights(checkpoint: str, device: str, size: tuple[int, int]) -> Any:
+    """A predictor of the weights training reached, when the checkpoint ships their moving
+    average instead (``synth.train.averaging``); None when it ships the weights themselves,
+    or when a reused seed's checkpoint is no longer there."""
+    from synth.train.checkpoint import build_model, load_checkpoint
+    from synth.train.predictor import ModelPredictor
+
+    if not Path(checkpoint).is_file():
+        return None
+    state = load_checkpoint(checkpoint)
+    if "ema" not in state:
+        return None
+    model = build_model({k: v for k, v in state.items() if k != "ema"})
+    return ModelPredictor(model, device, size=size)
+
+
 def format_verdicts(
-    verdicts: dict[str, Any], categories: list[str], args: argparse.Namespace
+    verdicts: dict[str, Any],
+    categories: list[str],
+    args: argparse.Namespace,
+    title: str | None = None,
 ) -> str:
-    """Markdown: per set and for the mean, trained minus floor with its interval and verdict."""
+    """Markdown: per set and for the mean, a paired difference (trained minus floor unless
+    ``title`` names another) with its interval and verdict."""
     seeds = ",".join(map(str, args.train_seeds))
+    title = title or f"paired bootstrap, trained (training seeds {seeds}) minus floor"
     lines = [
-        f"paired bootstrap, trained (training seeds {seeds}) minus floor, 95% interval over "
-        f"{args.boot} replicates of test images, training seeds and prompt seeds "
-        "(binned metrics, within about 0.05 points of the table's):",
+        f"{title}, 95% interval over {args.boot} replicates of test images, training seeds "
+        "and prompt seeds (binned metrics, within about 0.05 points of the table's):",
         "",
         "| set | " + " | ".join(VERDICT_METRICS) + " |",
         "|---" * (len(VERDICT_METRICS) + 1) + "|",

@@ -458,6 +458,12 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--warmup-steps", default=TrainConfig.warmup_steps, show_default=True)
 @click.option("--loss", type=click.Choice(LOSSES), default=TrainConfig.loss)
 @click.option(
+    "--ema",
+    default=TrainConfig.ema,
+    show_default=True,
+    help="Decay of the weights' moving average, which checkpoints ship (0: off).",
+)
+@click.option(
     "--grad-accum",
     default=TrainConfig.grad_accum,
     show_default=True,

@@ -146,6 +146,17 @@ def test_one_tiny_run_prints_floor_trained_seeds_and_the_paired_verdict(bench, t
     assert "trained, seed 3" in again["rows"] and "trained, 1 seed" not in again["rows"]
     assert again["paired"]["per_seed"] == {}
 
+    # a run that ships the weights' moving average also scores its raw weights, paired
+    ema = bench.main([*base, "--steps", "2", "--train-seeds", "4", "--train", "ema=0.5"])
+    avg, raw = ema["rows"]["trained, seed 4"], ema["rows"]["trained, seed 4, raw weights"]
+    assert avg != raw  # after 2 steps the average is (w1 + w2) / 2, not w2
+    d = ema["average_vs_raw"]["mean"]["P-ROC"]
+    assert d["diff"] == pytest.approx(avg["mean"]["P-ROC"][0] - raw["mean"]["P-ROC"][0], abs=0.5)
+    assert "moving average (what the checkpoint ships, ema 0.5) minus the raw" in (
+        capsys.readouterr().out
+    )
+    assert doc["average_vs_raw"] == {} and "raw weights" not in " ".join(doc["rows"])
+
 
 def test_sources_name_coco_camvid_or_both(bench):
     assert bench.parse_sources("camvid,coco") == ("coco", "camvid")

@@ -50,9 +50,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_model(state: dict[str, Any]):
-    """The ``MetaUAS`` stored in a checkpoint (weights included; no download, no warning)."""
+    """The ``MetaUAS`` a checkpoint ships (weights included; no download, no warning): the
+    moving average of the weights when the run kept one (``synth.train.averaging``), else the
+    weights training reached."""
     from synth.model import MetaUAS, ModelConfig
 
     model = MetaUAS(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("ema", state["model"]))
     return model

@@ -129,6 +129,9 @@ class TrainConfig:
         val_every: validate every this many optimizer steps (0 = at the end of each epoch).
         ckpt_every: checkpoint every this many optimizer steps (0 = at the end of each epoch);
             a checkpoint is also written when training stops.
+        ema: decay of the moving average of the weights kept during training
+            (``synth.train.averaging``); a checkpoint then ships the average, which validation
+            scores. 0 = off (the paper's trainer). 0.998 averages over about the last 500 steps.
         workers: DataLoader worker processes per rank (0 = load in the training process).
         shuffle_shards: shards mixed together by the loader's shuffle buffer.
         compile: wrap the model in ``torch.compile``.
@@ -161,6 +164,7 @@ class TrainConfig:
     schedule_steps: int = 0
     warmup_steps: int = 0
     loss: str = "bce"
+    ema: float = 0.0
     grad_accum: int = 1
     seed: int = 0
     device: str = "auto"
@@ -208,6 +212,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} {getattr(self, name)}: use 0 or a positive integer")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("lr must be > 0 and weight_decay >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema {self.ema}: use a decay in [0, 1) (0 turns the average off)")
         if self.reader_backend not in ("auto", "direct", "tensorstore", "zarr"):
             raise ConfigError(
                 f"reader_backend {self.reader_backend!r}: use auto, direct, tensorstore or zarr"

@@ -28,12 +28,13 @@ from synth.errors import ConfigError, SynthError
 from synth.rng import derive_seed
 from synth.store import layout_of, read_attrs
 from synth.train.augment import augment, batch_to_float
+from synth.train.averaging import average_state, restore_average, weight_average
 from synth.train.checkpoint import load_checkpoint, save_checkpoint
 from synth.train.config import TrainConfig
 from synth.train.data import StoreBatches, holdout, make_loader, reader_threads, to_device
 from synth.train.losses import per_sample_loss
 from synth.train.metrics import SegmentationMeter
-from synth.train.precision import autocast
+from synth.train.precision import autocast, uses_bf16
 
 CHECKPOINT = "last.pt"
 
@@ -148,6 +149,16 @@ class _Logger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _precision(device: torch.device, amp: bool) -> str:
+    """What the arithmetic will be, said up front: float32 on a CPU without native bf16 is
+    several times slower than bf16 on one with it (``docs/learning.md``)."""
+    if uses_bf16(device, amp):
+        return "bf16 autocast"
+    if amp and device.type == "cpu":
+        return "float32 (this CPU has no native bf16: expect several times the bf16 step time)"
+    return "float32"
 
 
 def _say(d: _Dist, msg: str) -> None:
@@ -368,11 +379,15 @@ class _Trainer:
         _say(
             d,
             f"model: {config.encoder} at {config.size}px, {self.params[0] / 1e6:.2f}M parameters "
-            f"({self.params[1] / 1e6:.2f}M learnable), encoder weights {self.encoder_source}",
+            f"({self.params[1] / 1e6:.2f}M learnable), encoder weights {self.encoder_source}, "
+            f"{_precision(self.device, config.amp)}",
         )
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.average = weight_average(self.model, config.ema) if config.ema else None
+        #: the weights validation scores and checkpoints ship: the average when kept
+        self.shipped = self.average.module if self.average is not None else self.model
         self.net: torch.nn.Module = self.model
         if d.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -415,8 +430,8 @@ class _Trainer:
         saved_model = ModelConfig.from_dict(self.state["model_config"]).to_dict()
         if saved_model != self.model.config.to_dict():  # from_dict fills fields added since
             raise ConfigError("resume: the model options differ from the checkpoint's; keep them")
-        keys = ("batch_size", "grad_accum", "seed", "val_fraction", "schedule_steps")
-        older = {"schedule_steps": 0}  # fields absent from checkpoints that predate them
+        keys = ("batch_size", "grad_accum", "seed", "val_fraction", "schedule_steps", "ema")
+        older = {"schedule_steps": 0, "ema": 0.0}  # fields absent from older checkpoints
         changed = [k for k in keys if saved.get(k, older.get(k)) != now.get(k)]
         if changed or self.state["world"] != self.d.world:
             raise ConfigError(
@@ -434,6 +449,8 @@ class _Trainer:
         self.epoch = s["position"]["epoch"]
         self.batch_pos = s["position"]["batch"]
         self.last_val = dict(s.get("val", {}))
+        if self.average is not None:
+            restore_average(self.average, s)
         _say(self.d, f"resumed at step {self.step} (epoch {self.epoch}, batch {self.batch_pos})")
 
     def _checkpoint(self) -> Path:
@@ -461,6 +478,7 @@ class _Trainer:
                     "world": self.d.world,
                     "val": self.last_val,
                     "versions": {"torch": str(torch.__version__)},
+                    **(average_state(self.average) if self.average is not None else {}),
                 },
             )
         self.d.barrier()
@@ -471,7 +489,7 @@ class _Trainer:
             return
         self._validated_at = self.step
         metrics = evaluate(
-            self.model,
+            self.shipped,
             self.val_loader,
             self.val_ds,
             size=self.config.size,
@@ -511,19 +529,12 @@ class _Trainer:
         window_loss = torch.zeros((), device=self.device)
         window_steps, window_samples, t0 = 0, 0, time.perf_counter()
         stop = bool(cfg.max_steps) and self.step >= cfg.max_steps
-        bar = None
+        bar = self._progress_bar() if d.main and cfg.progress and not stop else None
         self.net.train()
         while self.epoch < cfg.epochs and not stop:
             self.train_ds.set_epoch(self.epoch, self.batch_pos)
-            if d.main and cfg.progress:
-                from tqdm import tqdm
-
-                bar = tqdm(
-                    total=n_batches,
-                    initial=self.batch_pos,
-                    desc=f"epoch {self.epoch}",
-                    unit="batch",
-                )
+            if bar is not None:
+                bar.set_description(f"train, epoch {self.epoch}")
             step_loss = torch.zeros((), device=self.device)
             for batch in self.train_loader:
                 group_start = (self.batch_pos // accum) * accum
@@ -532,14 +543,16 @@ class _Trainer:
                 step_loss += self._micro_step(batch, 1.0 / group, last_in_group) / group
                 window_samples += int(batch["valid"].sum()) * d.world
                 self.batch_pos += 1
-                if bar is not None:
-                    bar.update(1)
                 if not last_in_group:
                     continue
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
+                if self.average is not None:
+                    self.average.update_parameters(self.model)
                 self.step += 1
+                if bar is not None:
+                    bar.update(1)
                 window_loss += step_loss
                 window_steps += 1
                 step_loss = torch.zeros((), device=self.device)
@@ -563,9 +576,8 @@ class _Trainer:
                 t0 += time.perf_counter() - paused
                 if stop:
                     break
-            if bar is not None:
-                bar.close()
-                bar = None
+        if bar is not None:
+            bar.close()
         self._validate()
         final = self._checkpoint()
         result = TrainResult(
@@ -580,6 +592,17 @@ class _Trainer:
             (self.out / "result.json").write_text(json.dumps(asdict(result), indent=1))
         self.logger.close()
         return result
+
+    def _progress_bar(self):
+        """One bar over the whole run's optimizer steps (the budget, ``max_steps``, or every
+        epoch), so its rate and ETA are the run's, not one epoch's."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        total = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        return tqdm(total=total, initial=self.step, desc="train", unit="step")
 
     def _log_train(self, window_loss, window_steps, window_samples, t0, bar) -> None:
         loss = window_loss / max(1, window_steps)

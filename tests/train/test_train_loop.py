@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import sys
@@ -136,11 +137,11 @@ def test_predictor_protocol_and_predict_cli(trained, toy_store, tmp_path):
     assert len((tmp_path / "heat" / "scores.csv").read_text().splitlines()) == 3
 
 
-@pytest.mark.parametrize("distance_levels", [(), (1, 2)])
-def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path, distance_levels):
+@pytest.mark.parametrize(("distance_levels", "ema"), [((), 0.0), ((1, 2), 0.9)])
+def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path, distance_levels, ema):
     # 6 batches/epoch, 2 per step: the stop at step 2 is mid-epoch, the resume crosses epochs.
     common = {"size": 32, "batch_size": 8, "grad_accum": 2, "epochs": 3, "val_fraction": 0.36}
-    common["distance_levels"] = distance_levels
+    common.update(distance_levels=distance_levels, ema=ema)
     aug = AugConfig(perspective=0.05)
     full_out, part_out = tmp_path / "full", tmp_path / "part"
     with warnings.catch_warnings():
@@ -158,10 +159,47 @@ def test_resume_reproduces_the_uninterrupted_run(small_store, tmp_path, distance
     for step in range(1, 7):
         assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-7), step
     pa, pb = load_checkpoint(full_out / "last.pt"), load_checkpoint(part_out / "last.pt")
-    for k, v in pa["model"].items():
-        assert torch.allclose(v.float(), pb["model"][k].float(), atol=1e-6), k
+    for key in ("model", "ema") if ema else ("model",):
+        for k, v in pa[key].items():
+            assert torch.allclose(v.float(), pb[key][k].float(), atol=1e-6), (key, k)
+    assert ("ema" in pa) == bool(ema) and pa.get("ema_updates") == (6 if ema else None)
+    assert resumed.val == pytest.approx(full.val, rel=1e-5)
     assert pa["model_config"]["distance_levels"] == list(distance_levels)
     assert ("prior_shift" in pa["model"]) == bool(distance_levels)
+
+
+def test_checkpoints_ship_the_moving_average_of_the_weights(small_store, tmp_path):
+    """With ``ema`` the average after step 2 is decay * w1 + (1 - decay) * w2 (the first
+    update copies w1), across a resume; prediction and validation use the average."""
+    common = {"size": 32, "batch_size": 8, "epochs": 3, "ema": 0.75, "val_store": small_store}
+    out = tmp_path / "ema"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_config(small_store, out, max_steps=1, **common))
+        w1 = load_checkpoint(out / "last.pt")["model"]
+        result = train(_config(small_store, out, max_steps=2, resume=True, **common))
+    ckpt = load_checkpoint(out / "last.pt")
+    w2, avg = ckpt["model"], ckpt["ema"]
+    assert ckpt["ema_updates"] == 2 and set(avg) == set(w2)
+    moved = 0
+    for k, v in avg.items():
+        if not v.is_floating_point():
+            continue
+        assert torch.allclose(v, 0.75 * w1[k] + 0.25 * w2[k], atol=1e-6), k
+        moved += not torch.equal(w1[k], w2[k])
+    assert moved > 10  # the weights did change between the steps, so the check has teeth
+    predictor = ModelPredictor.from_checkpoint(str(out / "last.pt"), device="cpu")
+    for k, v in predictor.model.state_dict().items():
+        assert torch.equal(v, avg[k]), k
+    val = StoreBatches(small_store, 8, shuffle=False)
+    cpu = torch.device("cpu")
+    loader = make_loader(val, workers=0, device=cpu)
+    shipped = evaluate(predictor.model, loader, val, size=32, device=cpu, loss="bce", amp=False)
+    assert result.val == pytest.approx(shipped, rel=1e-5)
+    with pytest.raises(ConfigError, match="ema"):
+        TrainConfig(store="s", out="o", ema=1.0).validate()
+    with pytest.raises(ConfigError, match="ema"):
+        train(_config(small_store, out, max_steps=3, resume=True, **{**common, "ema": 0.5}))
 
 
 def test_checkpoints_never_execute_code(tmp_path):
@@ -244,3 +282,17 @@ def test_train_cli_is_a_thin_wrapper(small_store, tmp_path):
     assert saved.loss == "bce+dice" and saved.max_steps == 2
     bad = CliRunner().invoke(cli, [*args[:3], str(tmp_path / "other"), "--val-fraction", "1.5"])
     assert bad.exit_code == 2 and "val_fraction" in bad.output
+
+
+def test_progress_bar_spans_the_whole_budget_not_one_epoch(small_store, tmp_path, capsys):
+    # 75 samples in batches of 8: 10 steps per epoch, so 14 steps cross an epoch and the bar
+    # must count to 14 (its ETA is the run's), resuming from where it stopped.
+    cfg = _config(small_store, tmp_path / "bar", size=32, batch_size=8, epochs=5, progress=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(dataclasses.replace(cfg, max_steps=4))
+        first = capsys.readouterr().err
+        train(dataclasses.replace(cfg, max_steps=14, resume=True))
+    resumed = capsys.readouterr().err
+    assert "4/4" in first and "/14" not in first
+    assert "4/14" in resumed and "14/14" in resumed and "train, epoch 1:" in resumed

@@ -188,6 +188,14 @@ def test_checkpoints_ship_the_moving_average_of_the_weights(small_store, tmp_pat
         assert torch.allclose(v, 0.75 * w1[k] + 0.25 * w2[k], atol=1e-6), k
         moved += not torch.equal(w1[k], w2[k])
     assert moved > 10  # the weights did change between the steps, so the check has teeth
+    # the average never feeds back: without it the run reaches the same raw weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_config(small_store, tmp_path / "plain", max_steps=2, **{**common, "ema": 0.0}))
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt")
+    assert "ema" not in plain
+    for k, v in plain["model"].items():
+        assert torch.equal(v, w2[k]), k
     predictor = ModelPredictor.from_checkpoint(str(out / "last.pt"), device="cpu")
     for k, v in predictor.model.state_dict().items():
         assert torch.equal(v, avg[k]), k

@@ -926,7 +926,7 @@ def raw_weights(checkpoint: str, device: str, size: tuple[int, int]) -> Any:
     state = load_checkpoint(checkpoint)
     if "ema" not in state:
         return None
-    model = build_model({k: v for k, v in state.items() if k != "ema"})
+    model = build_model(state, average=False)
     return ModelPredictor(model, device, size=size)
 
 

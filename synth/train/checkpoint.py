@@ -49,12 +49,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def build_model(state: dict[str, Any]):
+def build_model(state: dict[str, Any], average: bool = True):
     """The ``MetaUAS`` a checkpoint ships (weights included; no download, no warning): the
     moving average of the weights when the run kept one (``synth.train.averaging``), else the
-    weights training reached."""
+    weights training reached. ``average=False`` always loads the weights training reached,
+    to compare the two."""
     from synth.model import MetaUAS, ModelConfig
 
     model = MetaUAS(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state.get("ema", state["model"]))
+    model.load_state_dict(state["ema"] if average and "ema" in state else state["model"])
     return model

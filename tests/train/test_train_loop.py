@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from synth.cli import main as cli
 from synth.errors import ConfigError, SynthError
 from synth.store import StoreReader
-from synth.train.checkpoint import load_checkpoint
+from synth.train.checkpoint import build_model, load_checkpoint
 from synth.train.config import AugConfig, TrainConfig
 from synth.train.data import StoreBatches, make_loader
 from synth.train.loop import evaluate, launch, train
@@ -199,6 +199,8 @@ def test_checkpoints_ship_the_moving_average_of_the_weights(small_store, tmp_pat
     predictor = ModelPredictor.from_checkpoint(str(out / "last.pt"), device="cpu")
     for k, v in predictor.model.state_dict().items():
         assert torch.equal(v, avg[k]), k
+    for k, v in build_model(ckpt, average=False).state_dict().items():
+        assert torch.equal(v, w2[k]), k
     val = StoreBatches(small_store, 8, shuffle=False)
     cpu = torch.device("cpu")
     loader = make_loader(val, workers=0, device=cpu)
